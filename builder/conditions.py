@@ -11,8 +11,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from builder.template import MISSING, TEMPLATE_RE, lookup
 
 Op = Literal[
-    "eq", "ne", "gt", "gte", "lt", "lte", "contains", "not_contains", "in", "not_in",
-    "exists", "not_exists", "empty", "not_empty", "matches",
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "contains",
+    "not_contains",
+    "in",
+    "not_in",
+    "exists",
+    "not_exists",
+    "empty",
+    "not_empty",
+    "matches",
 ]
 
 
@@ -84,9 +97,11 @@ def _compare(c: Comparison, values: dict[str, Any]) -> bool:
         return left not in (None, "", [], {})
     right = _right(c.right, values)
     if c.op in ("eq", "ne"):
-        equal = left == right or (
-            _num(left) is not None and _num(left) == _num(right)
-        ) or (isinstance(left, str) and isinstance(right, str) and left.lower() == right.lower())
+        equal = (
+            left == right
+            or (_num(left) is not None and _num(left) == _num(right))
+            or (isinstance(left, str) and isinstance(right, str) and left.lower() == right.lower())
+        )
         return equal if c.op == "eq" else not equal
     if c.op in ("gt", "gte", "lt", "lte"):
         a, b = _num(left), _num(right)

@@ -35,7 +35,7 @@ class Issue:
 class WorkflowLoadError(Exception):
     """Raised when a file cannot become a ``Workflow`` at all; carries coded issues."""
 
-    def __init__(self, issues: list[Issue]):
+    def __init__(self, issues: list[Issue]) -> None:
         self.issues = issues
         super().__init__("; ".join(i.format() for i in issues))
 

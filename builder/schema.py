@@ -52,9 +52,7 @@ class Node(_Strict):
     @classmethod
     def _id_shape(cls, v: str) -> str:
         if not NODE_ID_RE.match(v):
-            raise ValueError(
-                "node ids start with a letter or _ and use only letters, digits and _ (max 64)"
-            )
+            raise ValueError("node ids start with a letter or _ and use only letters, digits and _ (max 64)")
         return v
 
 

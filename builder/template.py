@@ -17,6 +17,7 @@ TEMPLATE_RE = re.compile(r"\{\{\s*(" + PATH + r")\s*\}\}")
 ANY_TEMPLATE_RE = re.compile(r"\{\{(.*?)\}\}", re.S)
 REF_RE = re.compile(r"\$\{(secret|config):([A-Za-z_][A-Za-z0-9_]*)\}")
 ANY_REF_RE = re.compile(r"\$\{([^}]*)\}")
+_PLAIN_RE = re.compile(r"\s*" + PATH + r"\s*")
 
 Escape = Literal["text", "url", "html", "json"]
 MISSING = object()
@@ -29,10 +30,12 @@ def variables(text: str) -> list[str]:
 
 def syntax_errors(text: str) -> list[str]:
     """Messages for ``{{ ... }}`` and ``${...}`` that are not plain paths / references."""
+    if "{{" not in text and "${" not in text:
+        return []  # the common case, on every config string of every node
     errs = [
         f"'{{{{{m.group(1)}}}}}' is not a plain variable path (templates substitute values only)"
         for m in ANY_TEMPLATE_RE.finditer(text)
-        if not re.fullmatch(r"\s*" + PATH + r"\s*", m.group(1))
+        if not _PLAIN_RE.fullmatch(m.group(1))
     ]
     errs += [
         f"'${{{m.group(1)}}}' is not a reference; use ${{secret:NAME}} or ${{config:NAME}}"

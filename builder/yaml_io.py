@@ -35,7 +35,10 @@ MAX_NODES = 200_000  # YAML nodes (scalars + collections), not workflow nodes
 
 _T = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_T + t for t in ("str", "int", "float", "bool", "null")}
-_TIMESTAMP = _T + "timestamp"
+_STR = _T + "str"
+#: Plain scalars YAML 1.1 resolves to types the format has no use for: kept as their text
+#: (a date stays "2024-01-01"; a lone "=" or "<<" value is just that text).
+_TEXT_TAGS = {_T + t for t in ("timestamp", "value", "merge")}
 
 Path = tuple[str | int, ...]
 
@@ -73,17 +76,16 @@ def content_hash(text: str) -> str:
 
 
 class _Walker:
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, text: str = "") -> None:
         self.filename = filename
+        self.text = text
         self.source_map: dict[Path, tuple[int, int]] = {}
         self.seen: set[int] = set()
         self.count = 0
         self._scalar = _Loader("")  # only its scalar constructor is used
 
     def fail(self, code: str, message: str, mark: Any, hint: str | None = None) -> None:
-        raise WorkflowLoadError(
-            [Issue(code, message, line=mark.line + 1, col=mark.column + 1, hint=hint)]
-        )
+        raise WorkflowLoadError([Issue(code, message, line=mark.line + 1, col=mark.column + 1, hint=hint)])
 
     def walk(self, node: yaml.Node, path: Path, depth: int) -> Any:
         self.count += 1
@@ -95,7 +97,7 @@ class _Walker:
             self.fail(
                 "YAML_ALIAS",
                 "anchors and aliases (&name / *name) are not allowed",
-                node.start_mark,
+                self._alias_mark(node.start_mark),
                 "write the value out in full",
             )
         self.seen.add(id(node))
@@ -107,7 +109,7 @@ class _Walker:
             for key_node, value_node in node.value:
                 if key_node.tag == _T + "merge":
                     self.fail("YAML_ALIAS", "merge keys (<<) are not allowed", key_node.start_mark)
-                key = self.walk(key_node, path + ("<key>",), depth + 1)
+                key = self.walk(key_node, (*path, "<key>"), depth + 1)
                 if not isinstance(key, str):
                     key = str(key) if isinstance(key, int | float | bool) else None
                     if key is None:
@@ -119,17 +121,38 @@ class _Walker:
                         key_node.start_mark,
                         "remove one of them",
                     )
-                out[key] = self.walk(value_node, path + (key,), depth + 1)
+                out[key] = self.walk(value_node, (*path, key), depth + 1)
             return out
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _T + "seq":
                 self._bad_tag(node)
-            return [self.walk(v, path + (i,), depth + 1) for i, v in enumerate(node.value)]
-        if node.tag == _TIMESTAMP:
-            return node.value  # keep dates as text: nothing in the format is a datetime
+            return [self.walk(v, (*path, i), depth + 1) for i, v in enumerate(node.value)]
+        if node.tag == _STR or node.tag in _TEXT_TAGS:
+            # Text as written (most scalars: skips PyYAML's constructor); dates stay text too.
+            return node.value
         if node.tag not in _SCALAR_TAGS:
             self._bad_tag(node)
-        return self._scalar.construct_object(node)
+        try:
+            return self._scalar.construct_object(node)
+        except Exception:  # PyYAML raises ValueError, KeyError, IndexError... on bad scalars
+            # `!!int abc`, `!!int` alone, `!!bool maybe`, an integer longer than Python converts...
+            self.fail(
+                "YAML_VALUE",
+                f"{node.value[:40]!r} is not a valid {node.tag.rsplit(':', 1)[-1]}",
+                node.start_mark,
+                "remove the !!tag or fix the value",
+            )
+
+    def _alias_mark(self, fallback: Any) -> Any:
+        # The composed tree shares one node per anchor, so the alias's own place (the first
+        # one: the walk goes in document order) is only in the tokens. Error path only.
+        try:
+            for tok in yaml.scan(self.text, Loader=_Loader):
+                if isinstance(tok, yaml.AliasToken):
+                    return tok.start_mark
+        except yaml.YAMLError:
+            pass
+        return fallback
 
     def _bad_tag(self, node: yaml.Node) -> None:
         self.fail(
@@ -148,21 +171,31 @@ def parse_yaml(text: str | bytes, filename: str = "<workflow>") -> tuple[Any, di
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise WorkflowLoadError(
-                [Issue("YAML_ENCODING", f"not UTF-8 text (byte {e.start})", hint="save the file as UTF-8")]
-            ) from None
-    if len(text) > MAX_BYTES:
-        raise WorkflowLoadError([_too_large(len(text))])
+            line = text.count(b"\n", 0, e.start) + 1
+            col = e.start - (text.rfind(b"\n", 0, e.start) + 1) + 1
+            issue = Issue(
+                "YAML_ENCODING",
+                f"not UTF-8 text (byte {e.start})",
+                line=line,
+                col=col,
+                hint="save the file as UTF-8",
+            )
+            raise WorkflowLoadError([issue]) from None
+    # Characters never outnumber UTF-8 bytes; encode only when the count alone can't decide.
+    if len(text) > MAX_BYTES or (len(text) > MAX_BYTES // 4 and len(text.encode("utf-8")) > MAX_BYTES):
+        raise WorkflowLoadError([_too_large(len(text.encode("utf-8")))])
     if not text.strip():
         raise WorkflowLoadError([Issue("YAML_EMPTY", "the file is empty", hint="start with 'version: 1'")])
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
+        # libyaml stops at its own nesting limit (1000) before our walker could count.
+        code = "YAML_TOO_DEEP" if "nesting depth" in str(e.problem) else "YAML_SYNTAX"
         raise WorkflowLoadError(
             [
                 Issue(
-                    "YAML_SYNTAX",
+                    code,
                     f"{e.problem or 'invalid YAML'}" + (f" ({e.context})" if e.context else ""),
                     line=mark.line + 1 if mark else None,
                     col=mark.column + 1 if mark else None,
@@ -173,7 +206,7 @@ def parse_yaml(text: str | bytes, filename: str = "<workflow>") -> tuple[Any, di
         raise WorkflowLoadError([Issue("YAML_SYNTAX", f"invalid YAML: {e}")]) from None
     if root is None:
         raise WorkflowLoadError([Issue("YAML_EMPTY", "the file has no content")])
-    walker = _Walker(filename)
+    walker = _Walker(filename, text)
     data = walker.walk(root, (), 0)
     return data, walker.source_map
 
@@ -189,9 +222,18 @@ def _too_large(n: int) -> Issue:
 def load(text: str | bytes, filename: str = "<workflow>") -> Loaded:
     """Parse, migrate and validate the file's shape. Graph rules are ``builder.graph``'s job."""
     data, source_map = parse_yaml(text, filename)
+    if data is None:  # `---` or `~` alone: a document with nothing in it
+        raise WorkflowLoadError([Issue("YAML_EMPTY", "the file has no content", line=1, col=1)])
     if not isinstance(data, dict):
         raise WorkflowLoadError(
-            [Issue("SCHEMA_NOT_MAPPING", "a workflow file is a mapping (version:, id:, nodes:...)", line=1, col=1)]
+            [
+                Issue(
+                    "SCHEMA_NOT_MAPPING",
+                    "a workflow file is a mapping (version:, id:, nodes:...)",
+                    line=1,
+                    col=1,
+                )
+            ]
         )
     data = migrate(data, source_map)
     try:
@@ -230,7 +272,9 @@ def migrate(data: dict[str, Any], source_map: dict[Path, tuple[int, int]] | None
     version = data.get("version", CURRENT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
         line, col = (source_map or {}).get(("version",), (1, 1))
-        raise WorkflowLoadError([Issue("VERSION_INVALID", "version must be a whole number", line=line, col=col)])
+        raise WorkflowLoadError(
+            [Issue("VERSION_INVALID", "version must be a whole number", line=line, col=col)]
+        )
     if version > CURRENT_VERSION or version < 1:
         line, col = (source_map or {}).get(("version",), (1, 1))
         raise WorkflowLoadError(
@@ -299,22 +343,76 @@ class _CanonicalDumper(yaml.SafeDumper):
         super().increase_indent(flow, False)
 
 
+#: Characters YAML 1.1 reads as line breaks but PyYAML writes raw in plain, quoted and
+#: literal styles, so they would come back as "\n" or a space: only escapes keep them.
+_ODD_BREAKS = ("\x85", "\u2028", "\u2029")
+
+
 def _repr_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if any(c in value for c in _ODD_BREAKS):
+        return dumper.represent_scalar(_T + "str", value, style='"')
     if "\n" in value and not any(line != line.rstrip() for line in value.split("\n")):
         return dumper.represent_scalar(_T + "str", value, style="|")
     return dumper.represent_scalar(_T + "str", value)
 
 
 _CanonicalDumper.add_representer(str, _repr_str)
-_CanonicalDumper.add_representer(
-    _Flow, lambda d, v: d.represent_sequence(_T + "seq", v, flow_style=True)
-)
+_CanonicalDumper.add_representer(_Flow, lambda d, v: d.represent_sequence(_T + "seq", v, flow_style=True))
 _CanonicalDumper.add_representer(
     _FlowMap, lambda d, v: d.represent_mapping(_T + "map", v.items(), flow_style=True)
 )
 
 
-_NODE_DEFAULTS = {"name": None, "notes": None, "config": {}, "policy": None, "max_visits": None, "join": "any"}
+#: Float fields written as ints when whole (`timeout_s: 5`, the way people write them).
+_POLICY_FLOATS = {"timeout_s", "backoff_s"}
+_NODE_DEFAULTS = {
+    "name": None,
+    "notes": None,
+    "config": {},
+    "policy": None,
+    "max_visits": None,
+    "join": "any",
+}
+
+
+#: A list or mapping of plain scalars is written on one line (``expect: [200, 404]``,
+#: ``when: {left: a, op: eq, right: b}``) when that line stays this short.
+INLINE_MAX = 72
+
+
+def _is_inline_scalar(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.isprintable() and len(v) <= INLINE_MAX and v == v.strip() and v != ""
+    return v is None or isinstance(v, bool | int | float)
+
+
+def _inline_small(value: Any) -> Any:
+    """Config values with short scalar-only lists/mappings marked for flow style (canonical)."""
+    if isinstance(value, dict):
+        if (
+            value
+            and all(_is_inline_scalar(v) for v in value.values())
+            and all(_is_inline_scalar(k) for k in value)
+        ):
+            flow = _FlowMap(value)
+            if (
+                len(yaml.dump(dict(value), Dumper=_CanonicalDumper, default_flow_style=True, width=10_000))
+                <= INLINE_MAX
+            ):
+                return flow
+        return {k: _inline_small(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if (
+            value
+            and all(_is_inline_scalar(v) for v in value)
+            and (
+                len(yaml.dump(list(value), Dumper=_CanonicalDumper, default_flow_style=True, width=10_000))
+                <= INLINE_MAX
+            )
+        ):
+            return _Flow(value)
+        return [_inline_small(v) for v in value]
+    return value
 
 
 def to_data(wf: Workflow) -> dict[str, Any]:
@@ -331,10 +429,14 @@ def to_data(wf: Workflow) -> dict[str, Any]:
             value = getattr(n, key)
             if value == default:
                 continue
-            if key == "policy":
-                value = n.policy.model_dump(exclude_defaults=True) if n.policy else None
-                if not value:
-                    continue
+            if key == "policy" and n.policy is not None:
+                # An all-default policy stays as `policy: {}` so it loads back as a Policy, not None.
+                value = {
+                    k: int(v) if k in _POLICY_FLOATS and float(v).is_integer() else v
+                    for k, v in n.policy.model_dump(exclude_defaults=True).items()
+                }
+            if key == "config":  # the config block itself stays block style; its values may inline
+                value = {k: _inline_small(v) for k, v in value.items()}
             item[key] = value
         nodes.append(item)
     out["nodes"] = nodes

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # Router.
     ROUTER_EMBEDDER: Literal["minilm", "tfidf"] = "minilm"
     ROUTER_JUDGE_THRESHOLD: float = 0.55
-    ROUTER_OOS_THRESHOLD: float = 0.35
+    ROUTER_OOS_THRESHOLD: float = 0.32
 
     @property
     def demo_api_url(self) -> str:

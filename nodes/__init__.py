@@ -5,7 +5,20 @@ Adding a node type = one module here, one line below, one test file in tests/nod
 
 from __future__ import annotations
 
-from nodes import end, reply, start, subflow
+from nodes import (
+    classify,
+    condition,
+    end,
+    extract,
+    handoff,
+    http_request,
+    knowledge,
+    llm,
+    reply,
+    set,
+    start,
+    subflow,
+)
 from nodes.base import NodeType
 
 NODE_TYPES: dict[str, NodeType] = {
@@ -13,6 +26,14 @@ NODE_TYPES: dict[str, NodeType] = {
     for n in (
         start.NODE,
         reply.NODE,
+        llm.NODE,
+        classify.NODE,
+        condition.NODE,
+        extract.NODE,
+        set.NODE,
+        http_request.NODE,
+        knowledge.NODE,
+        handoff.NODE,
         end.NODE,
         subflow.NODE,
     )

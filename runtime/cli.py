@@ -34,7 +34,7 @@ def _read(path: Path) -> Loaded:
 class FileResolver:
     """slug -> Workflow from the YAML files in a few directories (first match wins)."""
 
-    def __init__(self, dirs: Sequence[Path]):
+    def __init__(self, dirs: Sequence[Path]) -> None:
         self.dirs = [d for d in dirs if d.is_dir()]
         self._cache: dict[str, Workflow | None] = {}
 

@@ -40,7 +40,7 @@ class CompileError(ValueError):
 
 
 class NodeFailed(RuntimeError):
-    def __init__(self, node_id: str, error: BaseException):
+    def __init__(self, node_id: str, error: BaseException) -> None:
         self.node_id = node_id
         self.error = error
         super().__init__(f"node '{node_id}' failed: {type(error).__name__}: {error}")
@@ -57,51 +57,58 @@ def _message_id(ctx: RunContext, node_id: str, n: int = 0) -> str:
     return f"{ctx.turn_id}:{node_id}:{n}"
 
 
-def _make_node(node: Node, spec: NodeType, cfg: Any, wiring: _Wiring, prefix: str) -> Callable[..., dict]:
-    policy = node.policy
-    attempts = 1 + (policy.retries if policy else 0)
-    has_error_edge = ERROR_OUTPUT in wiring.by_label
-    has_exhausted_edge = EXHAUSTED_OUTPUT in wiring.by_label
-    label = prefix + node.id
+_NODE_HINTS: dict[str, Any] = {"state": FlowState, "runtime": Runtime[RunContext], "return": dict}
+_ROUTE_HINTS: dict[str, Any] = {"state": FlowState, "return": Any}
 
-    def fn(state: FlowState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-        base = runtime.context
+
+class _NodeRunner:
+    """Runs one workflow node: events, loop bound, policy (timeout, retries, default), routing label."""
+
+    def __init__(self, node: Node, spec: NodeType, cfg: Any, wiring: _Wiring, prefix: str) -> None:
+        self.node, self.spec, self.cfg = node, spec, cfg
+        self.policy = node.policy
+        self.attempts = 1 + (node.policy.retries if node.policy else 0)
+        self.has_error_edge = ERROR_OUTPUT in wiring.by_label
+        self.has_exhausted_edge = EXHAUSTED_OUTPUT in wiring.by_label
+        self.label = prefix + node.id
+
+    def run(self, state: FlowState, base: RunContext) -> dict[str, Any]:
+        node, policy, label = self.node, self.policy, self.label
         visits = (state.get("visits") or {}).get(label, 0) + 1
         ctx = replace(base, node_id=label, deadline=None)
         update: dict[str, Any] = {"visits": {label: visits}}
         if node.max_visits is not None and visits > node.max_visits:
             ctx.emit("loop_exhausted", visits=visits, max_visits=node.max_visits)
-            if not has_exhausted_edge:
+            if not self.has_exhausted_edge:
                 raise NodeFailed(label, RuntimeError(f"loop bound of {node.max_visits} visits reached"))
             update["outputs"] = {label: EXHAUSTED_OUTPUT}
             return update
-        variables = dict(state.get("vars") or {})
-        inp = NodeInput(label, variables, list(state.get("messages") or []))
-        ctx.emit("node_started", type=node.type, attempt=1)
+        inp = NodeInput(label, dict(state.get("vars") or {}), list(state.get("messages") or []))
+        ctx.emit("node_started", node_type=node.type)
         started = time.perf_counter()
         result: NodeResult | None = None
         error: BaseException | None = None
-        for attempt in range(1, attempts + 1):
+        for attempt in range(1, self.attempts + 1):
             if policy and policy.timeout_s:
                 ctx.deadline = time.monotonic() + policy.timeout_s
             try:
-                result = spec.run(cfg, inp, ctx)
+                result = self.spec.run(self.cfg, inp, ctx)
                 if ctx.deadline is not None and time.monotonic() > ctx.deadline:
                     raise TimeoutError(f"took longer than {policy.timeout_s if policy else 0}s")
                 error = None
                 break
             except GraphBubbleUp:
                 raise  # an interrupt (the node asks the user): not a failure
-            except Exception as exc:  # noqa: BLE001 - any node failure is routed, never swallowed silently
+            except Exception as exc:
                 error = exc
                 ctx.emit("node_error", error=type(exc).__name__, message=str(exc)[:500], attempt=attempt)
-                if attempt < attempts and policy:
+                if attempt < self.attempts and policy:
                     delay = policy.backoff_s * (2 ** (attempt - 1))
                     time.sleep(delay + random.uniform(0, delay / 2))
         duration_ms = (time.perf_counter() - started) * 1000
         if error is not None:
             failure = {"error": {"type": type(error).__name__, "message": str(error)[:500]}}
-            if has_error_edge:
+            if self.has_error_edge:
                 result = NodeResult(value=failure, output=ERROR_OUTPUT)
             elif policy and policy.default is not None:
                 result = NodeResult(value=policy.default)
@@ -112,14 +119,23 @@ def _make_node(node: Node, spec: NodeType, cfg: Any, wiring: _Wiring, prefix: st
         update["vars"] = {**result.set, node.id: result.value}
         update["outputs"] = {label: result.output}
         if result.reply:
-            update["messages"] = [
-                {"id": _message_id(ctx, label), "role": "assistant", "content": result.reply}
-            ]
+            msg = {"id": _message_id(ctx, label), "role": "assistant", "content": result.reply}
+            update["messages"] = [msg]
             ctx.emit("reply", text=result.reply)
         ctx.emit("node_finished", output=result.output or "default", duration_ms=round(duration_ms, 3))
         return update
 
+
+def _make_node(node: Node, spec: NodeType, cfg: Any, wiring: _Wiring, prefix: str) -> Callable[..., dict]:
+    runner = _NodeRunner(node, spec, cfg, wiring, prefix).run
+
+    # Kept tiny on purpose: LangGraph disassembles each node function when compiling (to find
+    # subgraphs), so a big closure here made compiling a 500-node workflow take seconds.
+    def fn(state: FlowState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        return runner(state, runtime.context)
+
     fn.__name__ = f"node_{node.id}"
+    fn.__annotations__ = _NODE_HINTS  # real objects: LangGraph's get_type_hints needn't eval strings
     return fn
 
 
@@ -133,12 +149,15 @@ def _router(node_id: str, wiring: _Wiring) -> Callable[[FlowState], list[str] | 
             return targets
         return [] if wiring.has_join_successor else END
 
+    route.__annotations__ = _ROUTE_HINTS
     return route
 
 
 def _subflow_entry(node: Node, prefix: str) -> Callable[..., dict]:
     def enter(state: FlowState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-        runtime.context.events.emit("subflow_started", node=prefix + node.id, workflow=node.config.get("workflow"))
+        runtime.context.events.emit(
+            "subflow_started", node=prefix + node.id, workflow=node.config.get("workflow")
+        )
         return {}
 
     return enter
@@ -167,6 +186,10 @@ def build_graph(
         out_edges[e.source].append(e)
         in_edges[e.target].append(e)
     join_all = {n.id for n in wf.nodes if n.join == "all" and len(in_edges[n.id]) > 1}
+    subflows = _subflow_ids(wf)
+
+    def entry_name(node_id: str) -> str:
+        return f"{node_id}__enter" if node_id in subflows else node_id
 
     for node in wf.nodes:
         spec = registry.get(node.type)
@@ -197,33 +220,33 @@ def build_graph(
                 raise CompileError(f"node '{node.id}': invalid config: {exc}") from None
             graph.add_node(node.id, _make_node(node, spec, cfg, wiring, prefix))
         targets = sorted({t for ts in by_label.values() for t in ts} | set(default))
-        path_map = [f"{t}__enter" if _is_subflow(wf, t) else t for t in targets]
+        path_map = [entry_name(t) for t in targets]
         route = _router(prefix + node.id, wiring)
-        if any(_is_subflow(wf, t) for t in targets):
-            route = _renaming(route, wf)
+        if any(t in subflows for t in targets):
+            route = _renaming(route, entry_name)
         graph.add_conditional_edges(node.id, route, [*path_map, END])
     for target in join_all:
-        graph.add_edge([e.source for e in in_edges[target]], _entry_name(wf, target))
+        graph.add_edge([e.source for e in in_edges[target]], entry_name(target))
     graph.add_edge(START, entry.id)
     return graph
 
 
-def _is_subflow(wf: Workflow, node_id: str) -> bool:
-    n = wf.node(node_id)
-    return n is not None and n.type == SUBFLOW
+def _subflow_ids(wf: Workflow) -> frozenset[str]:
+    return frozenset(n.id for n in wf.nodes if n.type == SUBFLOW)
 
 
-def _entry_name(wf: Workflow, node_id: str) -> str:
-    return f"{node_id}__enter" if _is_subflow(wf, node_id) else node_id
+def _renaming(
+    route: Callable[[FlowState], list[str] | str], entry_name: Callable[[str], str]
+) -> Callable[[FlowState], list[str] | str]:
+    """Routes into a subflow node go to its entry node (which emits ``subflow_started``)."""
 
-
-def _renaming(route: Callable[[FlowState], list[str] | str], wf: Workflow) -> Callable[[FlowState], list[str] | str]:
     def renamed(state: FlowState) -> list[str] | str:
         out = route(state)
         if isinstance(out, str):
-            return _entry_name(wf, out) if out != END else out
-        return [_entry_name(wf, t) for t in out]
+            return entry_name(out) if out != END else out
+        return [entry_name(t) for t in out]
 
+    renamed.__annotations__ = _ROUTE_HINTS
     return renamed
 
 
@@ -239,8 +262,9 @@ def start_input(text: str, message_id: str) -> dict[str, Any]:
 class GraphCache:
     """Compiled graphs keyed by the content hash of the workflow and every subflow it uses."""
 
-    def __init__(self, size: int = 256):
+    def __init__(self, size: int = 256, registry: dict[str, NodeType] | None = None) -> None:
         self.size = size
+        self.registry = registry
         self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -253,7 +277,7 @@ class GraphCache:
                 self._items.move_to_end(key)
                 self.hits += 1
                 return self._items[key]
-        compiled = build_graph(wf, resolve=resolve).compile(checkpointer=checkpointer)
+        compiled = build_graph(wf, resolve=resolve, registry=self.registry).compile(checkpointer=checkpointer)
         with self._lock:
             self.misses += 1
             self._items[key] = compiled

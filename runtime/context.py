@@ -28,7 +28,7 @@ class Event:
     payload: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "type": self.type, "ts": round(self.ts, 6), **self.payload}
+        return {**self.payload, "seq": self.seq, "type": self.type, "ts": round(self.ts, 6)}
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Handoff:
     node_id: str
     reason: str
     priority: str = "normal"
+    queue: str = "support"
     created: float = field(default_factory=time.time)
 
 
@@ -106,9 +107,9 @@ class RunContext:
         answer = interrupt({"ask": prompt, "node": self.node_id})
         return str(answer)
 
-    def handoff(self, reason: str, priority: str = "normal") -> Handoff:
-        h = Handoff(self.conversation_id, self.node_id, reason, priority)
-        self.emit("handoff", reason=reason, priority=priority)
+    def handoff(self, reason: str, priority: str = "normal", queue: str = "support") -> Handoff:
+        h = Handoff(self.conversation_id, self.node_id, reason, priority, queue)
+        self.emit("handoff", reason=reason, priority=priority, queue=queue)
         if self.on_handoff:
             self.on_handoff(h)
         return h

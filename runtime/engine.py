@@ -66,6 +66,7 @@ class Engine:
         resolve: Resolver | None = None,
         config_values: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
+        registry: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         if llm is None:
@@ -85,7 +86,7 @@ class Engine:
         self.resolve = resolve
         self.config_values = dict(config_values if config_values is not None else self.settings.config_values)
         self.secrets = dict(secrets or {})
-        self.cache = GraphCache()
+        self.cache = GraphCache(registry=registry)
 
     def graph(self, wf: Workflow) -> Any:
         return self.cache.get(wf, resolve=self.resolve, checkpointer=self.checkpointer)
@@ -124,7 +125,7 @@ class Engine:
         pending = self._pending_ask(graph, config)
         log.emit("turn_started", workflow=wf.id, resumed=pending is not None, text_chars=len(text))
         if pending is not None:
-            asked = {"id": f"{turn_id}:asked", "role": "assistant", "content": pending}
+            asked = {"id": f"{turn_id}:asked", "role": "assistant", "content": pending[0], "node": pending[1]}
             inp: Any = Command(
                 resume=text,
                 update={
@@ -140,11 +141,14 @@ class Engine:
             graph.invoke(inp, config, context=ctx)
         except NodeFailed as exc:
             error = str(exc)
-            log.emit("turn_failed", node=exc.node_id, error=type(exc.error).__name__, message=str(exc.error)[:500])
+            log.emit(
+                "turn_failed", node=exc.node_id, error=type(exc.error).__name__, message=str(exc.error)[:500]
+            )
             log.emit("reply", text=APOLOGY)
-        ask = self._pending_ask(graph, config)
+        pending_after = self._pending_ask(graph, config)
+        ask = pending_after[0] if pending_after else None
         if ask is not None:
-            log.emit("reply", text=ask, asking=True)
+            log.emit("reply", text=ask, asking=True, node=pending_after[1])
         replies = [e.payload["text"] for e in log.of_type("reply")]
         routes = [e.payload for e in log.of_type("route_decided")]
         llm_calls = [e.payload for e in log.of_type("llm_call")]
@@ -165,8 +169,8 @@ class Engine:
             conversation_id=conversation_id,
             reply="\n\n".join(replies),
             replies=replies,
-            intent=routes[-1]["intent"] if routes else None,
-            route=routes[-1] if routes else None,
+            intent=routes[0]["intent"] if routes else None,
+            route=routes[0] if routes else None,
             path=[str(e.payload["node"]) for e in log.of_type("node_started")],
             events=[e.to_dict() for e in log.events],
             waiting=ask is not None,
@@ -176,12 +180,13 @@ class Engine:
         )
 
     @staticmethod
-    def _pending_ask(graph: Any, config: dict[str, Any]) -> str | None:
+    def _pending_ask(graph: Any, config: dict[str, Any]) -> tuple[str, str] | None:
+        """(question, node id) the conversation is waiting on, if any."""
         snapshot = graph.get_state(config, subgraphs=True)
         for intr in _interrupts(snapshot):
             value = intr.value
             if isinstance(value, dict) and "ask" in value:
-                return str(value["ask"])
+                return str(value["ask"]), str(value.get("node") or "")
         return None
 
 

@@ -1,10 +1,11 @@
 """The LangGraph state every compiled workflow shares (so subflows nest as subgraphs).
 
+(No ``from __future__ import annotations`` here: LangGraph reads these hints on every
+``add_node``, and real objects are much cheaper for it than strings to evaluate.)
+
 Every reducer is idempotent for repeated writes of the same data: a subgraph hands its
 whole state back to the parent, and that must not duplicate messages.
 """
-
-from __future__ import annotations
 
 from typing import Annotated, Any, TypedDict
 

@@ -1,0 +1,77 @@
+"""The first page, in a real browser: it lists exactly what ``builder.catalog`` finds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from builder import catalog
+
+from .conftest import ARTIFACTS, ROOT
+
+pytestmark = pytest.mark.e2e
+LOAD_TIMEOUT_MS = 60_000
+
+
+def _status(row: dict) -> str:
+    n = len(row["errors"])
+    return "Valid" if row["valid"] else f"{n} error" + ("" if n == 1 else "s")
+
+
+@pytest.fixture(scope="module")
+def expected(workflows_dir: Path) -> list[dict]:
+    rows = catalog.list_workflows(workflows_dir)
+    assert len(rows) >= 2, "need at least one workflow plus the broken one"
+    shipped = {p.stem for p in (ROOT / "workflows").glob("*.yaml")}
+    assert shipped <= {r["file"].removesuffix(".yaml") for r in rows}
+    return rows
+
+
+def test_home_lists_workflows(app_url: str, page: Page, expected: list[dict]) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url + "/")
+
+    rows = page.locator("[data-workflow]")
+    expect(rows).to_have_count(len(expected), timeout=LOAD_TIMEOUT_MS)
+    for want in expected:
+        row = page.locator(f'[data-workflow="{want["id"]}"]')
+        expect(row.get_by_test_id("wf-name")).to_have_text(want["name"])
+        expect(row.get_by_test_id("wf-nodes")).to_have_text(str(want["nodes"]))
+        expect(row.get_by_test_id("wf-status")).to_have_text(_status(want))
+        if want["description"]:
+            expect(row).to_contain_text(want["description"])
+        if not want["valid"]:
+            expect(row.get_by_test_id("wf-error")).to_have_text(want["errors"][0])
+
+    broken = next(r for r in expected if r["id"] == "zz_broken")
+    assert not broken["valid"]
+    valid = sum(1 for r in expected if r["valid"])
+    expect(page.get_by_test_id("stat-total")).to_have_text(str(len(expected)))
+    expect(page.get_by_test_id("stat-valid")).to_have_text(str(valid))
+    expect(page.get_by_test_id("stat-invalid")).to_have_text(str(len(expected) - valid))
+    expect(page).to_have_title("Workflows · flowdesk")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+    assert errors == []
+
+
+def test_workflows_route_and_nav(app_url: str, page: Page, expected: list[dict]) -> None:
+    page.goto(app_url + "/workflows")
+    expect(page.locator("[data-workflow]")).to_have_count(len(expected), timeout=LOAD_TIMEOUT_MS)
+    nav = page.get_by_role("navigation").get_by_role("link", name="Workflows")
+    expect(nav).to_have_attribute("aria-current", "page")
+    page.locator("#brand").click()
+    expect(page).to_have_url(app_url + "/")
+    expect(page.locator("[data-workflow]")).to_have_count(len(expected), timeout=LOAD_TIMEOUT_MS)
+
+
+def test_api_health_on_the_same_port(app_url: str) -> None:
+    r = httpx.get(f"{app_url}/api/v1/health", timeout=10)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ok"] is True and body["service"] == "flowdesk"

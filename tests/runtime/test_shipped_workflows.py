@@ -1,0 +1,267 @@
+"""Scripted multi-turn conversations through the shipped workflows, offline, against the
+real demo API over HTTP (served on loopback by the fixture)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from builder.graph import validate
+from builder.yaml_io import dump, load
+from core.settings import ROOT, get_settings
+from runtime.cli import FileResolver
+from runtime.demo_api import serve_in_thread
+from runtime.engine import Engine
+from runtime.http import GuardedClient
+
+WORKFLOWS = ROOT / "workflows"
+SHIPPED = [
+    "customer_support",
+    "faq_handling",
+    "order_management",
+    "track_order",
+    "create_order",
+    "lead_capture",
+    "complaint_handling",
+    "technical_support",
+    "workflow_registry",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_api():
+    url, stop = serve_in_thread("127.0.0.1", 0)
+    yield url
+    stop()
+
+
+@pytest.fixture()
+def fresh_demo(demo_api):
+    httpx.post(f"{demo_api}/_control", json={"reset": True}).raise_for_status()
+    return demo_api
+
+
+@pytest.fixture(scope="module")
+def engine(demo_api):
+    settings = get_settings()
+    values = {k: demo_api for k in ("ORDERS_API", "CRM_API", "PAYMENTS_API", "TICKETS_API")}
+    http = GuardedClient(settings, allow_origins=[demo_api])
+    return Engine(settings=settings, resolve=FileResolver([WORKFLOWS]), config_values=values, http=http)
+
+
+def wf(slug: str):
+    return load((WORKFLOWS / f"{slug}.yaml").read_text()).workflow
+
+
+class Chat:
+    def __init__(self, engine: Engine, slug: str):
+        self.engine, self.wf, self.cid = engine, wf(slug), uuid.uuid4().hex
+        self.turns = []
+
+    def say(self, text: str):
+        result = self.engine.run_turn(self.wf, self.cid, text)
+        assert result.error is None, result.error
+        self.turns.append(result)
+        return result
+
+
+def test_every_workflow_is_shipped_valid_and_canonical():
+    files = sorted(p.stem for p in WORKFLOWS.glob("*.yaml"))
+    assert files == sorted(SHIPPED)
+    resolve = FileResolver([WORKFLOWS])
+    for slug in SHIPPED:
+        text = (WORKFLOWS / f"{slug}.yaml").read_text()
+        loaded = load(text)
+        assert loaded.workflow.id == slug
+        assert dump(loaded.workflow) == text, f"{slug}.yaml is not canonical"
+        issues = validate(loaded.workflow, loaded=loaded, resolve_workflow=resolve)
+        assert issues == [], [i.format(slug) for i in issues]
+        assert set(loaded.workflow.layout) == {n.id for n in loaded.workflow.nodes}
+
+
+def test_registry_indexes_every_workflow():
+    docs = {d["id"]: d for d in wf("workflow_registry").node("index").config["documents"]}
+    assert set(docs) == set(SHIPPED)
+    for slug in SHIPPED:
+        assert f"format version {wf(slug).version}" in docs[slug]["title"]
+        assert wf(slug).entry() is not None
+
+
+def test_customer_support_intent_labels_are_exactly_the_designed_ones():
+    classify = next(n for n in wf("customer_support").nodes if n.type == "classify")
+    names = [i["name"] for i in classify.config["intents"]]
+    assert sorted(names) == sorted(
+        ["faq", "track_order", "create_order", "cancel_order", "refund_return", "complaint",
+         "technical_support", "sales_lead", "human_handoff", "greeting"]
+    )  # fmt: skip
+    for intent in classify.config["intents"]:
+        assert len(intent["examples"]) >= 12, intent["name"]
+
+
+def test_where_is_my_order_routes_and_answers_from_the_demo_api(engine, fresh_demo):
+    r = Chat(engine, "customer_support").say("where is my order 48213")
+    assert r.intent == "track_order"
+    assert "48213" in r.reply and "UPS" in r.reply and "1Z999AA10123456784" in r.reply
+    assert any(e["type"] == "tool_called" and e.get("status") == 200 for e in r.events)
+
+
+def test_missing_order_number_is_asked_and_the_answer_resumes(engine, fresh_demo):
+    chat = Chat(engine, "customer_support")
+    r1 = chat.say("my package hasn't arrived")
+    assert r1.intent == "track_order" and r1.waiting
+    assert "order number" in r1.reply.lower()
+    r2 = chat.say("it's 55120")
+    assert not r2.waiting
+    assert "55120" in r2.reply and "in transit" in r2.reply and "DHL" in r2.reply
+    assert "classify" not in r2.path  # resumed at the question, not re-routed
+
+
+def test_unknown_order_number_is_reported(engine, fresh_demo):
+    r = Chat(engine, "track_order").say("status of order 99999 please")
+    assert "couldn't find an order" in r.reply and "99999" in r.reply
+
+
+def test_cancel_an_order(engine, fresh_demo):
+    r = Chat(engine, "customer_support").say("please cancel my order 77777, I ordered it by mistake")
+    assert r.intent == "cancel_order"
+    assert "77777 is cancelled" in r.reply
+    assert httpx.get(f"{fresh_demo}/orders/77777").json()["status"] == "cancelled"
+
+
+def test_cancel_a_shipped_order_is_refused_with_the_reason(engine, fresh_demo):
+    r = Chat(engine, "order_management").say("cancel order 48213")
+    assert "couldn't do that" in r.reply and "shipped" in r.reply
+    assert httpx.get(f"{fresh_demo}/orders/48213").json()["status"] == "shipped"
+
+
+def test_refund_a_delivered_order(engine, fresh_demo):
+    chat = Chat(engine, "customer_support")
+    r1 = chat.say("I want my money back, the jacket leaks")
+    assert r1.intent == "refund_return" and r1.waiting
+    r2 = chat.say("order 10001")
+    assert "refunded" in r2.reply and "10001" in r2.reply
+    assert httpx.get(f"{fresh_demo}/orders/10001").json()["status"] == "refunded"
+
+
+def test_change_address_asks_for_it(engine, fresh_demo):
+    chat = Chat(engine, "order_management")
+    r1 = chat.say("I need to change the delivery address on order 42424")
+    assert r1.waiting and "address" in r1.reply.lower()
+    r2 = chat.say("12 Oak Avenue, Shelbyville")
+    assert "12 Oak Avenue, Shelbyville" in r2.reply
+    assert httpx.get(f"{fresh_demo}/orders/42424").json()["address"] == "12 Oak Avenue, Shelbyville"
+
+
+def test_severe_complaint_opens_ticket_and_escalates_to_handoff(engine, fresh_demo):
+    r = Chat(engine, "customer_support").say(
+        "This is unacceptable, the charger you sold me started to smoke and nearly caused a fire!"
+    )
+    assert r.intent == "complaint"
+    assert r.handoffs and r.handoffs[0].priority == "urgent"
+    assert any(e["type"] == "handoff" for e in r.events)
+    tickets = httpx.get(f"{fresh_demo}/tickets").json()
+    assert tickets[-1]["severity"] == "critical" and "smoke" in tickets[-1]["text"]
+
+
+def test_mild_complaint_gets_a_ticket_without_handoff(engine, fresh_demo):
+    r = Chat(engine, "complaint_handling").say("The delivery driver was rude to me yesterday.")
+    assert not r.handoffs and "opened ticket" in r.reply
+    assert httpx.get(f"{fresh_demo}/tickets").json()[-1]["severity"] == "medium"
+
+
+def test_lead_name_email_company_are_stored(engine, fresh_demo):
+    chat = Chat(engine, "customer_support")
+    r1 = chat.say("We'd like a quote for 200 hoodies for our team")
+    assert r1.intent == "sales_lead" and r1.waiting
+    r2 = chat.say("Dana Whitfield")
+    assert r2.waiting and "email" in r2.reply.lower()
+    r3 = chat.say("dana@northwind.example")
+    assert r3.waiting and "company" in r3.reply.lower()
+    r4 = chat.say("Northwind Traders")
+    assert "Thanks Dana Whitfield" in r4.reply
+    lead = httpx.get(f"{fresh_demo}/leads").json()[-1]
+    assert (lead["name"], lead["email"], lead["company"]) == (
+        "Dana Whitfield",
+        "dana@northwind.example",
+        "Northwind Traders",
+    )
+
+
+def test_create_order_confirms_then_places(engine, fresh_demo):
+    chat = Chat(engine, "customer_support")
+    r1 = chat.say("I'd like to buy 2 hoodies")
+    assert r1.intent == "create_order" and r1.waiting and "email" in r1.reply.lower()
+    r2 = chat.say("ana@example.com")
+    assert r2.waiting and "Grey hoodie" in r2.reply and "49" in r2.reply
+    r3 = chat.say("yes please")
+    assert "is placed" in r3.reply
+    orders = httpx.get(f"{fresh_demo}/orders", params={"email": "ana@example.com"}).json()
+    assert any(o["items"][0]["sku"] == "HOODIE-GRY-L" and o["items"][0]["qty"] == 2 for o in orders)
+
+
+def test_create_order_declined_places_nothing(engine, fresh_demo):
+    chat = Chat(engine, "create_order")
+    chat.say("one mug please, to bo@example.com")
+    r = chat.say("no")
+    assert "haven't placed anything" in r.reply
+    assert httpx.get(f"{fresh_demo}/orders", params={"email": "bo@example.com"}).json() == []
+
+
+def test_faq_answers_from_the_knowledge_set(engine, fresh_demo):
+    r = Chat(engine, "customer_support").say("How long does standard shipping take?")
+    assert r.intent == "faq"
+    assert "2 to 4 business days" in r.reply
+
+
+def test_technical_support_walks_steps_then_hands_over(engine, fresh_demo):
+    chat = Chat(engine, "customer_support")
+    r1 = chat.say("my device won't turn on even after charging")
+    assert r1.intent == "technical_support" and r1.waiting
+    assert "30 minutes" in r1.reply  # a step from the power guide
+    r2 = chat.say("no, still dead")
+    assert r2.handoffs and r2.handoffs[0].node_id.endswith("technician")
+
+
+def test_technical_support_solved(engine, fresh_demo):
+    chat = Chat(engine, "technical_support")
+    chat.say("I forgot my password and can't log in")
+    assert "glad" in chat.say("yes, that worked").reply
+
+
+def test_human_handoff_and_greeting_and_out_of_scope(engine, fresh_demo):
+    r = Chat(engine, "customer_support").say("I want to talk to a human agent")
+    assert r.intent == "human_handoff" and r.handoffs
+    r = Chat(engine, "customer_support").say("hello there!")
+    assert r.intent == "greeting" and r.reply
+    r = Chat(engine, "customer_support").say("what's the capital of Mongolia?")
+    assert r.intent == "out_of_scope"
+
+
+def test_registry_answers_what_can_you_do(engine, fresh_demo):
+    r = Chat(engine, "workflow_registry").say("which workflow tracks an order?")
+    assert "track_order" in r.reply
+
+
+@pytest.mark.parametrize("slug", SHIPPED)
+def test_every_shipped_workflow_runs_offline(engine, fresh_demo, slug):
+    r = Chat(engine, slug).say("hello, I have a question about my order 48213")
+    assert r.reply and r.error is None
+
+
+def test_cli_run_jsonl(tmp_path: Path, demo_api, capsys, monkeypatch):
+    from runtime import cli
+
+    monkeypatch.setattr(cli, "_demo_api_url", lambda: demo_api)
+    code = cli.main(
+        ["run", str(WORKFLOWS / "track_order.yaml"), "--json", "-m", "where is 48213", "-m", "thanks"]
+    )
+    assert code == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    import json
+
+    first = json.loads(lines[0])
+    assert set(first) >= {"reply", "intent", "path", "events"} and "48213" in first["reply"]
+    assert len(lines) == 2
