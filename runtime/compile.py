@@ -219,6 +219,14 @@ def build_graph(
             except Exception as exc:
                 raise CompileError(f"node '{node.id}': invalid config: {exc}") from None
             graph.add_node(node.id, _make_node(node, spec, cfg, wiring, prefix))
+        if not by_label:
+            # Only unlabelled edges: plain edges are cheaper for LangGraph than a branch
+            # (no routing function per step), and the path is the same for every output.
+            for t in dict.fromkeys(default):
+                graph.add_edge(node.id, entry_name(t))
+            if not default and not wiring.has_join_successor:
+                graph.add_edge(node.id, END)
+            continue
         targets = sorted({t for ts in by_label.values() for t in ts} | set(default))
         path_map = [entry_name(t) for t in targets]
         route = _router(prefix + node.id, wiring)
