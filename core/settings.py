@@ -33,6 +33,8 @@ class Settings(BaseSettings):
 
     ENV: Literal["dev", "test", "prod"] = "dev"
     SECRET_KEY: SecretStr = SecretStr(DEV_SECRET)
+    #: Old secret keys still accepted for decrypting tenant secrets (rotation; see core/crypto.py).
+    PREVIOUS_SECRET_KEYS: list[SecretStr] = Field(default_factory=list)
     DATA_DIR: Path = ROOT / "data"
     DATABASE_URL: str | None = Field(default=None, validation_alias="DATABASE_URL")
     MIGRATION_DATABASE_URL: str | None = Field(default=None, validation_alias="MIGRATION_DATABASE_URL")
@@ -56,6 +58,22 @@ class Settings(BaseSettings):
     #: loopback/private addresses. The demo API's origin is always added.
     SSRF_ALLOW_ORIGINS: list[str] = Field(default_factory=list)
     HTTP_MAX_RESPONSE_BYTES: int = 1_000_000
+
+    # Accounts: OIDC login (Authlib), mail (SMTP; unset = links printed to the log), JWTs.
+    OIDC_ISSUER: str | None = Field(default=None, validation_alias="OIDC_ISSUER")
+    OIDC_CLIENT_ID: str | None = Field(default=None, validation_alias="OIDC_CLIENT_ID")
+    OIDC_CLIENT_SECRET: SecretStr | None = Field(default=None, validation_alias="OIDC_CLIENT_SECRET")
+    OIDC_SCOPES: str = Field(default="openid email profile", validation_alias="OIDC_SCOPES")
+    OIDC_REDIRECT_URI: str | None = None
+    OIDC_TIMEOUT_S: float = 10.0
+    SMTP_URL: SecretStr | None = Field(default=None, validation_alias="SMTP_URL")
+    SMTP_FROM: str = "flowdesk <no-reply@localhost>"
+    SMTP_CA_FILE: Path | None = None
+    SMTP_TIMEOUT_S: float = 10.0
+    JWT_ISSUER: str = "flowdesk"
+    JWT_AUDIENCE: str = "flowdesk-api"
+    SESSION_TTL_HOURS: int = 12
+    PUBLIC_URL: str = "http://localhost:3000"
 
     # Router.
     ROUTER_EMBEDDER: Literal["minilm", "tfidf"] = "minilm"

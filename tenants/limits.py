@@ -11,6 +11,7 @@ A tenant already above a limit (after a downgrade) is denied new work but keeps 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Final, Literal
 
@@ -80,6 +81,10 @@ def _n(value: int) -> str:
     return f"{value:,}"
 
 
+def _count(value: int, noun: str) -> str:
+    return f"{value:,} {noun}{'' if value == 1 else 's'}"
+
+
 def _ok(plan: Plan, limit_name: str, limit: int | None, current: int | None, reason: str) -> Decision:
     return Decision(True, reason, "ok", limit, current, None, plan.name, limit_name)
 
@@ -120,7 +125,9 @@ def _check_count(
     limit = plan.limit(limit_name)
     unit = LIMIT_LABELS[limit_name][1]
     if current + adding <= limit:
-        return _ok(plan, limit_name, limit, current, f"{_n(current + adding)} of {_n(limit)} {unit}")
+        return _ok(
+            plan, limit_name, limit, current, f"{_n(current + adding)} of {_n(limit)} {unit} after this one"
+        )
     return _deny(plan, limit_name, limit, current, problem, current + adding, alternative)
 
 
@@ -133,7 +140,8 @@ def check_invite_member(plan: Plan, usage: Usage) -> Decision:
     """Pending invitations hold a seat, so inviting can't overshoot the limit when they're accepted."""
     problem = (
         f"Your {plan.name} plan allows {_n(plan.members)} members, pending invitations included "
-        f"(you have {_n(usage.members)} members and {_n(usage.pending_invitations)} pending)"
+        f"(you have {_count(usage.members, 'member')} and "
+        f"{_count(usage.pending_invitations, 'pending invitation')})"
     )
     alternative = "revoke a pending invitation" if usage.pending_invitations else "remove a member first"
     return _check_count(plan, "members", usage.seats, 1, problem, alternative)
@@ -159,12 +167,9 @@ def check_start_turn(plan: Plan, usage: Usage, *, estimated_tokens: int = 0) -> 
     used, limit = usage.llm_tokens_this_month, plan.llm_tokens_per_month
     need = max(estimated_tokens, 1)  # no estimate: at least one token must be left
     if used + need <= limit:
-        return _ok(
-            plan,
-            "llm_tokens_per_month",
-            limit,
-            used,
-            f"{messages.reason}; {_n(used)} of {_n(limit)} LLM tokens used",
+        # Allowed: report the message count, the limit this check is primarily about.
+        return dataclasses.replace(
+            messages, reason=f"{messages.reason}; {_n(used)} of {_n(limit)} LLM tokens used"
         )
     needs = f", this turn needs about {_n(estimated_tokens)}" if estimated_tokens else ""
     problem = f"Your {plan.name} plan includes {_n(limit)} LLM tokens per month ({_n(used)} used{needs})"
