@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import pool
 
-from alembic import context
 from core.db import DEFAULT_APP_ROLE, load_models, make_engine, migration_url
 
 config = context.config

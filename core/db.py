@@ -504,9 +504,8 @@ def migrate(url: str | None = None, *, app_role: str | None = None, revision: st
     ``url`` defaults to ``MIGRATION_DATABASE_URL``, then ``DATABASE_URL``, then the embedded SQLite.
     ``app_role`` (PostgreSQL) defaults to ``FLOWDESK_APP_ROLE`` or ``flowdesk_app``.
     """
-    from alembic.config import Config
-
     from alembic import command
+    from alembic.config import Config
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "alembic"))
@@ -518,9 +517,8 @@ def migrate(url: str | None = None, *, app_role: str | None = None, revision: st
 
 def downgrade(url: str | None = None, *, revision: str = "base") -> None:
     """``alembic downgrade base`` in-process (tests)."""
-    from alembic.config import Config
-
     from alembic import command
+    from alembic.config import Config
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "alembic"))

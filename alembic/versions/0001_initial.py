@@ -28,9 +28,9 @@ import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
-from alembic import context, op
 from core.db import grant_app_sql, quote_ident, tenant_rls_sql
 
 revision: str = "0001"
