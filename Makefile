@@ -18,9 +18,11 @@ help:
 setup:
 	@scripts/setup.sh
 
+# Migrate the database and (FLOWDESK_ENV=dev only) seed the demo tenant; both idempotent.
 # The demo orders/CRM API runs beside the app and stops with it (Ctrl-C stops both).
 define serve
 	@$(ENV); \
+	python -m runtime.cli migrate && python -m runtime.cli seed || exit 1; \
 	python -m runtime.demo_api & demo=$$!; \
 	trap 'kill $$demo 2>/dev/null; wait $$demo 2>/dev/null' EXIT; \
 	trap 'exit 130' INT TERM; \

@@ -8,7 +8,8 @@ from typing import Any
 
 import reflex as rx
 
-from app.pages import workflows
+from app.pages import api_keys, invite, login, members, plan, signup, workflows
+from app.state import State
 
 
 @dataclass(frozen=True)
@@ -16,12 +17,23 @@ class Route:
     path: str
     page: Callable[[], rx.Component]
     title: str
-    on_load: Any = None  # an event handler of the page's state
+    on_load: Any = None  # an event handler of the page's state, or a list of them
+
+
+def signed_in(*handlers: Any) -> list[Any]:
+    """``on_load`` of a page that needs a login: check the session first (else -> /login)."""
+    return [State.require_login, *handlers]
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("/", workflows.page, "Workflows", workflows.WorkflowsState.load),
-    Route("/workflows", workflows.page, "Workflows", workflows.WorkflowsState.load),
+    Route("/", workflows.page, "Workflows", signed_in(workflows.WorkflowsState.load)),
+    Route("/workflows", workflows.page, "Workflows", signed_in(workflows.WorkflowsState.load)),
+    Route("/login", login.page, "Log in", [login.LoginState.clear, State.redirect_if_logged_in]),
+    Route("/signup", signup.page, "Sign up", [signup.SignupState.clear, State.redirect_if_logged_in]),
+    Route("/invite", invite.page, "Join your team", invite.InviteState.load),
+    Route("/settings/members", members.page, "Members", signed_in(members.MembersState.load)),
+    Route("/settings/api-keys", api_keys.page, "API keys", signed_in(api_keys.ApiKeysState.load)),
+    Route("/settings/plan", plan.page, "Plan", signed_in(plan.PlanState.load)),
 )
 
 

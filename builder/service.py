@@ -27,7 +27,7 @@ from builder.graph import validate
 from builder.issues import Issue, WorkflowLoadError, has_errors
 from builder.schema import Workflow
 from builder.yaml_io import content_hash, dump, load
-from core.errors import Conflict, Invalid, NotFound
+from core.errors import Conflict, Invalid, NotFound, TooLarge
 
 MAX_YAML_BYTES = 2 * 1024 * 1024
 
@@ -49,7 +49,11 @@ class Draft:
 
 
 def parse(yaml_text: str | bytes, *, filename: str = "<upload>") -> tuple[Workflow, list[Issue]]:
-    """Text -> (workflow, load warnings); raises ``Invalid`` with line-numbered issues."""
+    """Text -> (workflow, load warnings); raises ``Invalid`` with line-numbered issues
+    (``TooLarge`` above ``MAX_YAML_BYTES``, before any parsing)."""
+    size = len(yaml_text.encode("utf-8") if isinstance(yaml_text, str) else yaml_text)
+    if size > MAX_YAML_BYTES:
+        raise TooLarge("yaml_too_large", f"the workflow file is larger than {MAX_YAML_BYTES} bytes")
     try:
         loaded = load(yaml_text, filename=filename)
     except WorkflowLoadError as e:
@@ -180,6 +184,9 @@ def delete(session: Session, *, tenant_id: str, slug: str) -> None:
     row = get(session, tenant_id=tenant_id, slug=slug)
     for v in versions(session, tenant_id=tenant_id, slug=slug):
         session.delete(v)
+    # Versions first: the ORM knows no relationship between the two tables, and deleting the
+    # workflow first would let the FK cascade remove the versions under the ORM's feet.
+    session.flush()
     session.delete(row)
     session.flush()
 

@@ -295,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("graph", help="Mermaid text of the compiled graph")
     s.add_argument("workflow")
     s.set_defaults(fn=cmd_graph)
+
+    from runtime import cli_remote  # server-side commands: migrate, seed, tenants, push/pull/...
+
+    cli_remote.register(sub)
     return p
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets as pysecrets
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,12 +47,17 @@ from tenants.passwords import (
 )
 from tenants.principal import Principal
 
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[A-Za-z]{2,24}$")
+#: Deliberately narrower than RFC 5322: no quotes, brackets, colons or spaces, so every address
+#: we accept is one the mailer can send to without quoting (and none smuggles markup).
+EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}$"
+)
 SECRET_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 INVITE_TTL = timedelta(days=7)
 RESET_TTL = timedelta(hours=1)
 LOCKOUT = LockoutPolicy()
 MAX_SECRET_BYTES = 16_384
+API_KEY_PREFIX_CHARS = 12  # api_keys.prefix is VARCHAR(12)
 
 
 def _now() -> datetime:
@@ -94,7 +100,8 @@ def audit(
         AuditEntry(
             tenant_id=tenant_id,
             actor_type=p.actor_type if p else "system",
-            actor_id=(p.user_id or p.actor_id)[:32] if p else None,
+            # A token's actor is "apikey:<id>": keep the id (32 chars), not a truncated prefix.
+            actor_id=(p.user_id or p.actor_id.rpartition(":")[2])[:32] if p else None,
             action=action,
             target=(target or "")[:500] or None,
             ip=p.ip if p else None,
@@ -188,6 +195,55 @@ def login(
     return start_session(user_id, chosen.tenant_id, chosen.role, ip=ip, user_agent=user_agent)
 
 
+def login_oidc(
+    *,
+    iss: str,
+    sub: str,
+    email: str | None,
+    email_verified: bool,
+    name: str | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> tuple[Principal, str]:
+    """A verified OIDC identity -> (principal, session token).
+
+    ``(iss, sub)`` is the stable key. An existing password account is linked by email only when
+    the provider says the email is verified. A first-time user with no team gets one of their own.
+    """
+    if not iss or not sub or len(iss) > 500 or len(sub) > 255:
+        raise Unauthorized("oidc_invalid_identity", "the identity provider returned no usable identity")
+    verified_email = _email(email) if (email and email_verified) else None
+    with system_session() as s:
+        user = s.exec(select(User).where(User.oidc_issuer == iss, User.oidc_subject == sub)).first()
+        if user is None and verified_email:
+            user = s.exec(select(User).where(User.email == verified_email)).first()
+            if user is not None and user.oidc_subject is None:
+                user.oidc_issuer, user.oidc_subject = iss, sub
+                s.add(user)
+            elif user is not None:
+                raise Conflict("email_linked", "this email is linked to another sign-in identity")
+        if user is None:
+            if not verified_email:
+                raise Unauthorized(
+                    "oidc_email_unverified", "your identity provider did not confirm your email"
+                )
+            user = User(email=verified_email, name=(name or "")[:200], oidc_issuer=iss, oidc_subject=sub,
+                        email_verified_at=_now())  # fmt: skip
+            s.add(user)
+        user_id, user_email, user_name = user.id, user.email, user.name
+        members = user_memberships(s, user_id)
+    if not members:
+        tenant = Tenant(name=f"{user_name or user_email.split('@')[0]}'s team"[:200],
+                        slug=_slugify(user_email.split("@")[0]))  # fmt: skip
+        with tenant_session(tenant.id) as s:
+            s.add(tenant)
+            s.flush()
+            s.add(Membership(tenant_id=tenant.id, user_id=user_id, role="owner"))
+            audit(s, None, tenant.id, "tenant.create", tenant.slug, owner=user_email, via="oidc")
+        return start_session(user_id, tenant.id, "owner", ip=ip, user_agent=user_agent)
+    return start_session(user_id, members[0].tenant_id, members[0].role, ip=ip, user_agent=user_agent)
+
+
 def start_session(
     user_id: str, tenant_id: str, role: str, *, ip: str | None = None, user_agent: str | None = None
 ) -> tuple[Principal, str]:
@@ -270,7 +326,34 @@ def exchange_api_key(value: str, *, ip: str | None = None) -> dict[str, Any]:
     return {"access_token": token, "token_type": "Bearer", "expires_in": int(ttl.total_seconds())}
 
 
-def create_api_key(p: Principal, name: str, scopes: list[str] | str) -> tuple[ApiKey, str]:
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What callers may see of an API key: everything but its hash (the plaintext is shown once)."""
+
+    id: str
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_by: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyInfo:
+        return cls(key.id, key.name, key.prefix, tuple(key.scopes or ()), key.created_by, key.created_at,
+                   key.last_used_at, key.expires_at, key.revoked_at)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["scopes"] = list(self.scopes)
+        for k in ("created_at", "last_used_at", "expires_at", "revoked_at"):
+            out[k] = out[k].isoformat() if out[k] else None
+        return out
+
+
+def create_api_key(p: Principal, name: str, scopes: list[str] | str) -> tuple[ApiKeyInfo, str]:
     p.require(tokens.ADMIN)
     name = _name(name, "name", 100)
     try:
@@ -280,18 +363,21 @@ def create_api_key(p: Principal, name: str, scopes: list[str] | str) -> tuple[Ap
     if not granted:
         raise Invalid("invalid_scopes", "give the key at least one scope")
     plaintext, prefix, key_hash = tokens.new_api_key()
+    # tokens' prefix is 14 chars but api_keys.prefix is VARCHAR(12) (PostgreSQL refuses longer).
+    prefix = prefix[:API_KEY_PREFIX_CHARS]
     with tenant_session(p.tenant_id) as s:
         key = ApiKey(tenant_id=p.tenant_id, name=name, prefix=prefix, key_hash=key_hash, scopes=list(granted),
                      created_by=p.user_id)  # fmt: skip
         s.add(key)
         audit(s, p, p.tenant_id, "api_key.create", prefix, scopes=list(granted))
-    return key, plaintext
+    return ApiKeyInfo.of(key), plaintext
 
 
-def list_api_keys(p: Principal) -> list[ApiKey]:
+def list_api_keys(p: Principal) -> list[ApiKeyInfo]:
+    """Never carries the key hash (nor, of course, the plaintext)."""
     p.require(tokens.ADMIN)
     with tenant_session(p.tenant_id) as s:
-        return list(s.exec(select(ApiKey).order_by(ApiKey.created_at)).all())
+        return [ApiKeyInfo.of(k) for k in s.exec(select(ApiKey).order_by(ApiKey.created_at)).all()]
 
 
 def revoke_api_key(p: Principal, key_id: str) -> None:
@@ -350,7 +436,10 @@ def list_members(p: Principal) -> list[dict[str, Any]]:
     with tenant_session(p.tenant_id) as s:
         rows = s.exec(select(Membership).order_by(Membership.created_at)).all()
         member_rows = [(mb.id, mb.user_id, mb.role, mb.created_at) for mb in rows]
-        invites = s.exec(select(Invitation).where(Invitation.accepted_at.is_(None))).all()  # type: ignore[union-attr]
+        # Expired invitations hold no seat (see _usage) and cannot be accepted: not listed.
+        invites = s.exec(
+            select(Invitation).where(Invitation.accepted_at.is_(None), Invitation.expires_at > _now())  # type: ignore[union-attr]
+        ).all()
         pending = [
             {"id": i.id, "email": i.email, "role": i.role, "expires_at": i.expires_at.isoformat()}
             for i in invites
@@ -370,6 +459,10 @@ def invite(p: Principal, email: str, role: str) -> tuple[Invitation, str]:
     if role not in roles.ROLES or not roles.can_assign(p.role or "admin", role):
         raise Forbidden("role_not_allowed", f"you cannot invite someone as {role}")
     tenant = tenant_of(p)
+    with system_session() as s:
+        existing = s.exec(select(User).where(User.email == email)).first()
+        if existing is not None and any(m.tenant_id == p.tenant_id for m in user_memberships(s, existing.id)):
+            raise Conflict("already_member", f"{email} is already a member of this team")
     token, token_hash = tokens.new_one_time_token()
     with tenant_session(p.tenant_id) as s:
         check_plan(limits.check_invite_member(plans.get_plan(tenant.plan), _usage(s, p.tenant_id)))
@@ -404,6 +497,14 @@ def accept_invitation(
                 email=inv.email, name=name.strip()[:200], password_hash=_password(password, inv.email)
             )
             s.add(user)
+        elif user.password_hash is not None:
+            # The link proves control of the mailbox, not of the existing account: an account
+            # that has a password must give it (an OIDC-only account has none to give).
+            ok, _ = verify_password_or_dummy(user.password_hash, password or "")
+            if not ok:
+                raise Unauthorized(
+                    "invalid_credentials", "this email has an account: enter its password to join"
+                )
         user_id = user.id
     with tenant_session(inv.tenant_id) as s:
         claimed = s.exec(
@@ -413,10 +514,13 @@ def accept_invitation(
         )
         if claimed.rowcount != 1:
             raise NotFound("invitation_not_found", "this invitation was already used")
-        if s.exec(select(Membership).where(Membership.user_id == user_id)).first() is None:
-            s.add(Membership(tenant_id=inv.tenant_id, user_id=user_id, role=inv.role))
-        audit(s, None, inv.tenant_id, "member.join", inv.email, role=inv.role)
-    return start_session(user_id, inv.tenant_id, inv.role, ip=ip)
+        existing = s.exec(select(Membership).where(Membership.user_id == user_id)).first()
+        # Already a member: the invitation is used up but does not change the role it has.
+        role = existing.role if existing is not None else inv.role
+        if existing is None:
+            s.add(Membership(tenant_id=inv.tenant_id, user_id=user_id, role=role))
+        audit(s, None, inv.tenant_id, "member.join", inv.email, role=role)
+    return start_session(user_id, inv.tenant_id, role, ip=ip)
 
 
 def _membership(s: Session, p: Principal, membership_id: str) -> Membership:

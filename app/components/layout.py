@@ -1,7 +1,9 @@
-"""The shell every page shares: a header with the product name and a sidebar of sections.
+"""The shell every page shares: a header with the product name and the user menu, and a
+sidebar of sections.
 
 Pages wrap their content with ``@template(nav=...)``; adding a section to the
-sidebar is one ``NavItem`` in ``NAV``.
+sidebar is one ``NavItem`` in ``NAV`` (or ``ADMIN_NAV`` for owners and admins only; hiding the
+link is for clarity, the pages and services refuse non-admins themselves).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import reflex as rx
+
+from app.state import State
 
 HEADER_HEIGHT = "56px"
 SIDEBAR_WIDTH = "232px"
@@ -24,6 +28,11 @@ class NavItem:
 
 
 NAV: tuple[NavItem, ...] = (NavItem("Workflows", "/workflows", "workflow"),)
+ADMIN_NAV: tuple[NavItem, ...] = (
+    NavItem("Members", "/settings/members", "users"),
+    NavItem("API keys", "/settings/api-keys", "key-round"),
+    NavItem("Plan", "/settings/plan", "gauge"),
+)
 
 Page = Callable[[], rx.Component]
 
@@ -82,8 +91,15 @@ def header() -> rx.Component:
                 underline="none",
                 id="brand",
             ),
+            rx.text(
+                "Support agent builder",
+                size="2",
+                color=rx.color("gray", 10),
+                display=["none", "none", "block"],
+                padding_left="16px",
+            ),
             rx.spacer(),
-            rx.text("Support agent builder", size="2", color=rx.color("gray", 10)),
+            rx.cond(State.logged_in, user_menu()),
             align="center",
             height=HEADER_HEIGHT,
             padding_x="20px",
@@ -100,19 +116,25 @@ def sidebar(active: str) -> rx.Component:
     # The column stretches with the page; its content stays in view while scrolling.
     return rx.box(
         rx.box(
-            rx.text(
-                "Build",
-                size="1",
-                weight="medium",
-                color=rx.color("gray", 9),
-                padding_x="12px",
-                padding_bottom="6px",
-                text_transform="uppercase",
-                letter_spacing="0.06em",
-            ),
+            section_label("Build"),
             rx.el.nav(
                 rx.vstack(*(nav_link(item, item.href == active) for item in NAV), spacing="1", width="100%"),
                 aria_label="Main",
+            ),
+            rx.cond(
+                State.is_admin,
+                rx.box(
+                    section_label("Settings"),
+                    rx.el.nav(
+                        rx.vstack(
+                            *(nav_link(item, item.href == active) for item in ADMIN_NAV),
+                            spacing="1",
+                            width="100%",
+                        ),
+                        aria_label="Settings",
+                    ),
+                    padding_top="20px",
+                ),
             ),
             position="sticky",
             top=f"calc({HEADER_HEIGHT} + 20px)",
@@ -143,4 +165,61 @@ def nav_link(item: NavItem, is_active: bool) -> rx.Component:
         underline="none",
         width="100%",
         custom_attrs={"aria-current": "page"} if is_active else {},
+    )
+
+
+def section_label(text: str) -> rx.Component:
+    return rx.text(
+        text,
+        size="1",
+        weight="medium",
+        color=rx.color("gray", 9),
+        padding_x="12px",
+        padding_bottom="6px",
+        text_transform="uppercase",
+        letter_spacing="0.06em",
+    )
+
+
+def user_menu() -> rx.Component:
+    """The signed-in user: email and role, their team, and Log out."""
+    return rx.menu.root(
+        rx.menu.trigger(
+            rx.button(
+                rx.avatar(fallback=State.user_email[:1].upper(), size="1", radius="full"),
+                rx.text(State.user_email, size="2", max_width="220px", truncate=True),
+                rx.icon("chevron-down", size=14),
+                variant="ghost",
+                color_scheme="gray",
+                size="2",
+                id="user-menu",
+            )
+        ),
+        rx.menu.content(
+            rx.flex(
+                rx.text(
+                    State.user_email, size="2", weight="medium", custom_attrs={"data-testid": "menu-email"}
+                ),
+                rx.flex(
+                    rx.text(State.team_name, size="1", color=rx.color("gray", 10)),
+                    rx.badge(
+                        State.user_role, size="1", variant="soft", custom_attrs={"data-testid": "menu-role"}
+                    ),
+                    gap="8px",
+                    align="center",
+                ),
+                direction="column",
+                gap="4px",
+                padding="6px 8px",
+            ),
+            rx.menu.separator(),
+            rx.menu.item(
+                rx.icon("log-out", size=14),
+                "Log out",
+                on_click=State.logout,
+                id="logout",
+            ),
+            align="end",
+            min_width="220px",
+        ),
     )

@@ -1,19 +1,53 @@
-"""The first page, in a real browser: it lists exactly what ``builder.catalog`` finds."""
+"""The first page, in a real browser: it lists exactly what ``builder.catalog`` finds.
+
+The page needs a login, so the app is served on its own fresh database (``serve_app``) and a team
+is signed up once; every test's browser context starts with that session cookie.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from builder import catalog
 
 from .conftest import ARTIFACTS, ROOT
+from .test_accounts import PASSWORD, at, serve_app, signup
 
 pytestmark = pytest.mark.e2e
 LOAD_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def app_url(workflows_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Overrides conftest's: the same prod server, on a fresh migrated database."""
+    work = tmp_path_factory.mktemp("home")
+    with serve_app(workflows_dir, work, ARTIFACTS / "reflex-prod.log") as served:
+        yield served.url
+
+
+@pytest.fixture(scope="module")
+def signed_in(app_url: str, browser: Browser) -> Any:
+    """The storage state (session cookie) of a freshly signed-up owner."""
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    signup(page, app_url, "Home team", "Hana", "home@example.com", PASSWORD)
+    expect(page).to_have_url(at(app_url, "/workflows"), timeout=LOAD_TIMEOUT_MS)
+    state = ctx.storage_state()
+    ctx.close()
+    return state
+
+
+@pytest.fixture
+def page(browser: Browser, signed_in: Any) -> Iterator[Page]:
+    ctx = browser.new_context(viewport={"width": 1360, "height": 860}, storage_state=signed_in)
+    yield ctx.new_page()
+    ctx.close()
 
 
 def _status(row: dict) -> str:

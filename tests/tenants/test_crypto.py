@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from core import crypto
 from core.settings import get_settings
@@ -69,7 +70,7 @@ def test_rotation_with_multifernet(secret_key):
 
 def test_previous_keys_from_settings_are_accepted_for_decryption(secret_key, monkeypatch):
     old_token = crypto.encrypt("sk-prev", keys=[OLD])
-    monkeypatch.setattr(type(get_settings()), "PREVIOUS_SECRET_KEYS", [OLD], raising=False)
+    monkeypatch.setattr(get_settings(), "PREVIOUS_SECRET_KEYS", [SecretStr(OLD)])
     assert crypto.configured_keys() == (NEW, OLD)
     assert crypto.decrypt(old_token) == "sk-prev"
 
