@@ -216,15 +216,20 @@ def _classify_intents(wf: Workflow, node_id: str | None) -> tuple[str, list[Any]
     raise SystemExit(f"error: no classify node{' ' + node_id if node_id else ''} in workflow '{wf.id}'")
 
 
+def _router_inputs(args: argparse.Namespace) -> tuple[str, list[Any]] | None:
+    """(classify node id, its intents) of a valid workflow file, or None after printing its issues."""
+    found = _load_valid(Path(args.workflow))
+    return None if found is None else _classify_intents(found[0], args.node)
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     from runtime.llm import get_provider
     from runtime.router import Router
 
-    found = _load_valid(Path(args.workflow))
-    if found is None:
+    inputs = _router_inputs(args)
+    if inputs is None:
         return EXIT_INVALID
-    wf, _ = found
-    node_id, intents = _classify_intents(wf, args.node)
+    node_id, intents = inputs
     decision = Router().decide(args.text, intents, llm=get_provider())
     print(json.dumps({"node": node_id, **decision.to_dict()}, ensure_ascii=False, default=str))
     return EXIT_OK
@@ -235,13 +240,11 @@ def cmd_eval_router(args: argparse.Namespace) -> int:
     from runtime.router import Router
     from runtime.router_eval import evaluate, load_jsonl
 
-    found = _load_valid(Path(args.workflow))
-    if found is None:
+    inputs = _router_inputs(args)
+    if inputs is None:
         return EXIT_INVALID
-    wf, _ = found
-    _, intents = _classify_intents(wf, args.node)
     rows = load_jsonl(Path(args.data))
-    report = evaluate(Router(), intents, rows, llm=get_provider() if args.judge else None)
+    report = evaluate(Router(), inputs[1], rows, llm=get_provider() if args.judge else None)
     print(json.dumps(report, ensure_ascii=False, indent=None if args.compact else 2, default=str))
     return EXIT_OK
 
