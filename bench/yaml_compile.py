@@ -79,7 +79,11 @@ def measure(text: str, reps: int) -> dict[str, Any]:
         phases["validate"].append(t3 - t2)
         phases["compile"].append(t4 - t3)
         phases["total"].append(t4 - t1)
-    return {k: round(statistics.median(v) * 1000, 2) for k, v in phases.items()}
+    out = {k: round(statistics.median(v) * 1000, 2) for k, v in phases.items()}
+    # The best run shows the code's cost without the garbage collector and other processes;
+    # the budget is judged on the median.
+    out["best_total"] = round(min(phases["total"]) * 1000, 2)
+    return out
 
 
 def main() -> None:

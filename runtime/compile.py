@@ -218,7 +218,8 @@ def build_graph(
                 cfg = spec.config.model_validate(node.config)
             except Exception as exc:
                 raise CompileError(f"node '{node.id}': invalid config: {exc}") from None
-            graph.add_node(node.id, _make_node(node, spec, cfg, wiring, prefix))
+            # An explicit input schema spares LangGraph re-reading FlowState's hints for every node.
+            graph.add_node(node.id, _make_node(node, spec, cfg, wiring, prefix), input_schema=FlowState)
         if not by_label:
             # Only unlabelled edges: plain edges are cheaper for LangGraph than a branch
             # (no routing function per step), and the path is the same for every output.
