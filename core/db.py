@@ -62,11 +62,14 @@ TENANT_TABLES: tuple[str, ...] = (
     "secrets",
     "workflows",
     "workflow_versions",
+    "checkpoints",
+    "checkpoint_writes",
+    "run_events",
 )
 #: ``tenants`` itself is isolated on its primary key (a tenant sees only its own row).
 TENANT_ROOT_TABLE = "tenants"
 #: Modules whose import registers tables on ``SQLModel.metadata`` (Alembic's autogenerate target).
-MODEL_MODULES: tuple[str, ...] = ("tenants.models", "builder.models")
+MODEL_MODULES: tuple[str, ...] = ("tenants.models", "builder.models", "runtime.models")
 
 TENANT_SETTING = "app.tenant_id"
 DEFAULT_APP_ROLE = "flowdesk_app"

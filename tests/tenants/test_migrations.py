@@ -30,6 +30,9 @@ TABLES = {
     "secrets",
     "workflows",
     "workflow_versions",
+    "checkpoints",
+    "checkpoint_writes",
+    "run_events",
 }
 
 
@@ -66,7 +69,7 @@ def round_trip(url: str, **kw: str) -> Engine:
 def test_round_trip_on_sqlite(tmp_path):
     engine = round_trip(f"sqlite:///{tmp_path}/m.db")
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
     engine.dispose()
 
 
@@ -92,7 +95,7 @@ def test_round_trip_on_postgresql():
         engine.dispose()
         app = db.make_engine(app_url, poolclass=sa.pool.NullPool)
         with app.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
         app.dispose()
 
 

@@ -1,0 +1,298 @@
+"""A LangGraph checkpointer on our own tenant-scoped tables (``checkpoints``, ``checkpoint_writes``).
+
+LangGraph's stock savers have no tenant column and no RLS, and conversation state is tenant data
+(DESIGN.md §6). Every operation here runs in one ``core.db.tenant_session`` transaction (so on
+PostgreSQL the ``SET LOCAL app.tenant_id`` and the RLS policy apply) and also filters on
+``tenant_id`` itself (SQLite has no RLS). Statements are SQLAlchemy Core: the ORM costs 4-6x
+on these hot paths (research/runtime-baseline §3).
+
+Semantics follow langgraph-checkpoint-sqlite 3.x (the same rows, one transaction per call):
+whole checkpoints are stored serialized, special writes (error, interrupt, resume...) replace
+earlier ones while regular writes are first-wins, pending writes come back in
+``writes_sort_key`` order, versions are the monotonic strings of ``InMemorySaver``.
+
+The serializer never uses pickle and only rebuilds the types LangGraph lists as safe
+(strict msgpack allow-list): our state is plain dicts, lists and strings.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import sqlalchemy as sa
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from sqlalchemy.engine import Connection, Engine
+
+from core.db import tenant_session, utcnow
+from runtime.models import CheckpointRow, CheckpointWrite
+
+CHECKPOINTS: sa.Table = cast(sa.Table, CheckpointRow.__table__)
+WRITES: sa.Table = cast(sa.Table, CheckpointWrite.__table__)
+
+
+def safe_serde() -> JsonPlusSerializer:
+    """msgpack only: no pickle fallback, and only LangGraph's safe types are rebuilt on load."""
+    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+
+
+def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *, replace: bool) -> None:
+    """INSERT many rows; on a primary-key clash replace them (``replace``) or keep the old ones."""
+    if not rows:
+        return
+    keys = [c.name for c in table.primary_key.columns]
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table)  # type: ignore[assignment]
+    if replace:
+        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+    conn.execute(stmt, rows)
+
+
+class SqlCheckpointer(BaseCheckpointSaver[str]):
+    """Checkpoints of one tenant in the app database (PostgreSQL with RLS, or SQLite)."""
+
+    def __init__(self, engine: Engine, tenant_id: str) -> None:
+        super().__init__(serde=safe_serde())
+        self.engine = engine
+        self.tenant_id = tenant_id
+
+    # ------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _conn(self) -> Iterator[Connection]:
+        """The Core connection of one tenant transaction (commits on success)."""
+        with tenant_session(self.tenant_id, engine=self.engine) as session:
+            yield session.connection()
+
+    def _writes(self, conn: Connection, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
+        w = WRITES.c
+        rows = conn.execute(
+            sa.select(w.task_id, w.channel, w.type, w.value, w.task_path, w.idx).where(
+                w.tenant_id == self.tenant_id,
+                w.thread_id == thread_id,
+                w.checkpoint_ns == ns,
+                w.checkpoint_id == checkpoint_id,
+            )
+        ).all()
+        rows.sort(key=lambda r: writes_sort_key(r.task_path, r.task_id, r.idx))
+        return [(r.task_id, r.channel, self.serde.loads_typed((r.type, r.value))) for r in rows]
+
+    def _tuple(self, conn: Connection, row: Any) -> CheckpointTuple:
+        def cfg(checkpoint_id: str) -> RunnableConfig:
+            return {
+                "configurable": {
+                    "thread_id": row.thread_id,
+                    "checkpoint_ns": row.checkpoint_ns,
+                    "checkpoint_id": checkpoint_id,
+                }
+            }
+
+        return CheckpointTuple(
+            cfg(row.checkpoint_id),
+            self.serde.loads_typed((row.type, row.checkpoint)),
+            cast(CheckpointMetadata, json.loads(row.metadata) if row.metadata is not None else {}),
+            cfg(row.parent_checkpoint_id) if row.parent_checkpoint_id else None,
+            self._writes(conn, row.thread_id, row.checkpoint_ns, row.checkpoint_id),
+        )
+
+    def _select(self) -> sa.Select[Any]:
+        c = CHECKPOINTS.c
+        return sa.select(
+            c.thread_id,
+            c.checkpoint_ns,
+            c.checkpoint_id,
+            c.parent_checkpoint_id,
+            c.type,
+            c.checkpoint,
+            c.metadata,
+        ).where(c.tenant_id == self.tenant_id)
+
+    # ------------------------------------------------------------ the saver API
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        c = CHECKPOINTS.c
+        conf = config["configurable"]
+        q = self._select().where(
+            c.thread_id == str(conf["thread_id"]), c.checkpoint_ns == conf.get("checkpoint_ns", "")
+        )
+        if checkpoint_id := get_checkpoint_id(config):
+            q = q.where(c.checkpoint_id == checkpoint_id)
+        else:
+            # Checkpoint ids are uuid6 (time-ordered): the greatest is the latest.
+            q = q.order_by(c.checkpoint_id.desc()).limit(1)
+        with self._conn() as conn:
+            row = conn.execute(q).first()
+            return None if row is None else self._tuple(conn, row)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        c = CHECKPOINTS.c
+        q = self._select()
+        if config is not None:
+            conf = config["configurable"]
+            q = q.where(c.thread_id == str(conf["thread_id"]))
+            if conf.get("checkpoint_ns") is not None:
+                q = q.where(c.checkpoint_ns == conf["checkpoint_ns"])
+            if checkpoint_id := get_checkpoint_id(config):
+                q = q.where(c.checkpoint_id == checkpoint_id)
+        if before is not None and (before_id := get_checkpoint_id(before)):
+            q = q.where(c.checkpoint_id < before_id)
+        q = q.order_by(c.checkpoint_id.desc())
+        # The metadata filter is applied here, after decoding (portable; lists are short):
+        # the LIMIT then has to count matches, not rows.
+        if limit is not None and not filter:
+            q = q.limit(limit)
+        out: list[CheckpointTuple] = []
+        with self._conn() as conn:
+            for row in conn.execute(q).all():
+                item = self._tuple(conn, row)
+                if filter and any(item.metadata.get(k) != v for k, v in filter.items()):
+                    continue
+                out.append(item)
+                if limit is not None and len(out) >= limit:
+                    break
+        yield from out
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        conf = config["configurable"]
+        thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
+        type_, blob = self.serde.dumps_typed(checkpoint)
+        meta = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode()
+        row = {
+            "tenant_id": self.tenant_id,
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint["id"],
+            "parent_checkpoint_id": conf.get("checkpoint_id"),
+            "type": type_,
+            "checkpoint": blob,
+            "metadata": meta,
+            "created_at": utcnow(),
+        }
+        with self._conn() as conn:
+            _upsert(conn, CHECKPOINTS, [row], replace=True)
+        return {
+            "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}
+        }
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        conf = config["configurable"]
+        rows = []
+        for idx, (channel, value) in enumerate(writes):
+            type_, blob = self.serde.dumps_typed(value)
+            rows.append(
+                {
+                    "tenant_id": self.tenant_id,
+                    "thread_id": str(conf["thread_id"]),
+                    "checkpoint_ns": str(conf.get("checkpoint_ns", "")),
+                    "checkpoint_id": str(conf["checkpoint_id"]),
+                    "task_id": task_id,
+                    "idx": WRITES_IDX_MAP.get(channel, idx),
+                    "task_path": task_path,
+                    "channel": channel,
+                    "type": type_,
+                    "value": blob,
+                }
+            )
+        # Special writes (error, interrupt, resume) replace; regular writes keep the first copy,
+        # so a retried task cannot change what a step already recorded.
+        with self._conn() as conn:
+            _upsert(conn, WRITES, rows, replace=all(w[0] in WRITES_IDX_MAP for w in writes))
+
+    def delete_thread(self, thread_id: str) -> None:
+        with self._conn() as conn:
+            for table in (WRITES, CHECKPOINTS):
+                conn.execute(
+                    sa.delete(table).where(
+                        table.c.tenant_id == self.tenant_id, table.c.thread_id == str(thread_id)
+                    )
+                )
+
+    def get_next_version(self, current: str | None, channel: None = None) -> str:
+        # InMemorySaver/PostgresSaver's format: zero-padded counter (orders as a string) + random tail.
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(current.split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+    # ------------------------------------------------------------ async: the sync calls, inline
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.get_tuple(config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        for item in self.list(config, filter=filter, before=before, limit=limit):
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self.put(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self.put_writes(config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        self.delete_thread(thread_id)
