@@ -14,14 +14,13 @@ from sqlalchemy.engine import Engine
 
 from builder.yaml_io import load
 from core.db import load_models, system_session, tenant_session
-from core.settings import ROOT, get_settings
+from core.settings import ROOT
 from runtime.checkpointer import CHECKPOINTS, WRITES, SqlCheckpointer
-from runtime.cli import FileResolver
 from runtime.demo_api import serve_in_thread
 from runtime.engine import Engine as FlowEngine
 from runtime.events import append_events, delete_conversation
-from runtime.http import GuardedClient
 from tests.db_fixtures import db_engine, pg_db, pg_engine, sqlite_db, sqlite_engine  # noqa: F401
+from tests.runtime.support import demo_engine
 
 WORKFLOWS = ROOT / "workflows"
 A, B = "tenant_a", "tenant_b"
@@ -42,15 +41,7 @@ def fresh_demo(demo_api: str) -> str:
 
 def flow_engine(demo: str, db: Engine, tenant: str) -> FlowEngine:
     """A fresh Engine as a worker would build it: nothing shared but the database."""
-    settings = get_settings()
-    values = {k: demo for k in ("ORDERS_API", "CRM_API", "PAYMENTS_API", "TICKETS_API")}
-    return FlowEngine(
-        settings=settings,
-        resolve=FileResolver([WORKFLOWS]),
-        config_values=values,
-        http=GuardedClient(settings, allow_origins=[demo]),
-        checkpointer=SqlCheckpointer(db, tenant),
-    )
+    return demo_engine(demo, checkpointer=SqlCheckpointer(db, tenant))
 
 
 def support():

@@ -15,9 +15,8 @@ from sqlalchemy.engine import Engine
 
 from builder.yaml_io import load
 from core.db import tenant_session
-from core.settings import ROOT, get_settings
+from core.settings import ROOT
 from runtime.checkpointer import CHECKPOINTS, SqlCheckpointer
-from runtime.cli import FileResolver
 from runtime.demo_api import serve_in_thread
 from runtime.engine import Engine as FlowEngine
 from runtime.events import (
@@ -29,8 +28,8 @@ from runtime.events import (
     replay_turn,
     turn_events,
 )
-from runtime.http import GuardedClient
 from tests.db_fixtures import db_engine, pg_db, pg_engine, sqlite_db, sqlite_engine  # noqa: F401
+from tests.runtime.support import demo_engine
 
 WORKFLOWS = ROOT / "workflows"
 A, B = "tenant_a", "tenant_b"
@@ -44,15 +43,8 @@ def demo_api() -> Iterator[str]:
 
 
 def flow_engine(demo: str, db: Engine, tenant: str) -> FlowEngine:
-    settings = get_settings()
-    values = {k: demo for k in ("ORDERS_API", "CRM_API", "PAYMENTS_API", "TICKETS_API")}
-    return FlowEngine(
-        settings=settings,
-        resolve=FileResolver([WORKFLOWS]),
-        config_values=values,
-        http=GuardedClient(settings, allow_origins=[demo]),
-        checkpointer=SqlCheckpointer(db, tenant),
-    )
+    """A fresh Engine as a worker would build it: nothing shared but the database."""
+    return demo_engine(demo, checkpointer=SqlCheckpointer(db, tenant))
 
 
 def events_of_a_turn(ts: float) -> list[dict]:

@@ -11,11 +11,11 @@ import pytest
 
 from builder.graph import validate
 from builder.yaml_io import dump, load
-from core.settings import ROOT, get_settings
+from core.settings import ROOT
 from runtime.cli import FileResolver
 from runtime.demo_api import serve_in_thread
 from runtime.engine import Engine
-from runtime.http import GuardedClient
+from tests.runtime.support import demo_engine
 
 WORKFLOWS = ROOT / "workflows"
 SHIPPED = [
@@ -46,10 +46,7 @@ def fresh_demo(demo_api):
 
 @pytest.fixture(scope="module")
 def engine(demo_api):
-    settings = get_settings()
-    values = {k: demo_api for k in ("ORDERS_API", "CRM_API", "PAYMENTS_API", "TICKETS_API")}
-    http = GuardedClient(settings, allow_origins=[demo_api])
-    return Engine(settings=settings, resolve=FileResolver([WORKFLOWS]), config_values=values, http=http)
+    return demo_engine(demo_api)
 
 
 def wf(slug: str):
