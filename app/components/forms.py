@@ -167,3 +167,35 @@ def admin_only(content: rx.Component) -> rx.Component:
         ),
         rx.center(rx.spinner(size="3"), padding="48px", width="100%"),
     )
+
+
+def confirm_dialog(
+    title: str,
+    description: rx.Component,
+    confirm_label: str,
+    *,
+    open: rx.Var[bool],
+    on_cancel: rx.EventHandler,
+    on_confirm: rx.EventHandler,
+    confirm_id: str,
+) -> rx.Component:
+    """A destructive action's confirmation: Cancel, or a red confirm button."""
+    return rx.alert_dialog.root(
+        rx.alert_dialog.content(
+            rx.alert_dialog.title(title),
+            rx.alert_dialog.description(description),
+            rx.flex(
+                rx.alert_dialog.cancel(
+                    rx.button("Cancel", variant="soft", color_scheme="gray", on_click=on_cancel)
+                ),
+                rx.alert_dialog.action(
+                    rx.button(confirm_label, color_scheme="red", on_click=on_confirm, id=confirm_id)
+                ),
+                gap="10px",
+                justify="end",
+                margin_top="16px",
+            ),
+            max_width="440px",
+        ),
+        open=open,
+    )

@@ -12,7 +12,7 @@ from typing import Any
 
 import reflex as rx
 
-from app.components.forms import admin_only, error_callout, page_header, success_callout
+from app.components.forms import admin_only, confirm_dialog, error_callout, page_header, success_callout
 from app.components.layout import template
 from app.state import State, form_text
 from core.errors import ServiceError
@@ -348,37 +348,18 @@ def secret_dialog() -> rx.Component:
 
 
 def revoke_dialog() -> rx.Component:
-    return rx.alert_dialog.root(
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Revoke API key"),
-            rx.alert_dialog.description(
-                rx.text(
-                    "Revoke “",
-                    rx.text.strong(ApiKeysState.confirm_name),
-                    "”? Anything using it stops working at once. This cannot be undone.",
-                )
-            ),
-            rx.flex(
-                rx.alert_dialog.cancel(
-                    rx.button(
-                        "Cancel", variant="soft", color_scheme="gray", on_click=ApiKeysState.cancel_revoke
-                    )
-                ),
-                rx.alert_dialog.action(
-                    rx.button(
-                        "Revoke key",
-                        color_scheme="red",
-                        on_click=ApiKeysState.confirm_revoke,
-                        id="confirm-revoke",
-                    )
-                ),
-                gap="10px",
-                justify="end",
-                margin_top="16px",
-            ),
-            max_width="440px",
+    return confirm_dialog(
+        "Revoke API key",
+        rx.text(
+            "Revoke “",
+            rx.text.strong(ApiKeysState.confirm_name),
+            "”? Anything using it stops working at once. This cannot be undone.",
         ),
+        "Revoke key",
         open=ApiKeysState.confirm_id != "",
+        on_cancel=ApiKeysState.cancel_revoke,
+        on_confirm=ApiKeysState.confirm_revoke,
+        confirm_id="confirm-revoke",
     )
 
 

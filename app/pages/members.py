@@ -10,7 +10,14 @@ from typing import Any
 
 import reflex as rx
 
-from app.components.forms import admin_only, error_callout, page_header, role_badge, success_callout
+from app.components.forms import (
+    admin_only,
+    confirm_dialog,
+    error_callout,
+    page_header,
+    role_badge,
+    success_callout,
+)
 from app.components.layout import template
 from app.state import State, form_text
 from core.errors import ServiceError
@@ -241,37 +248,18 @@ def invite_card() -> rx.Component:
 
 
 def remove_dialog() -> rx.Component:
-    return rx.alert_dialog.root(
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Remove member"),
-            rx.alert_dialog.description(
-                rx.text(
-                    "Remove ",
-                    rx.text.strong(MembersState.confirm_email),
-                    " from the team? They lose access at once; their sessions are ended.",
-                )
-            ),
-            rx.flex(
-                rx.alert_dialog.cancel(
-                    rx.button(
-                        "Cancel", variant="soft", color_scheme="gray", on_click=MembersState.cancel_remove
-                    )
-                ),
-                rx.alert_dialog.action(
-                    rx.button(
-                        "Remove",
-                        color_scheme="red",
-                        on_click=MembersState.confirm_remove,
-                        id="confirm-remove",
-                    )
-                ),
-                gap="10px",
-                justify="end",
-                margin_top="16px",
-            ),
-            max_width="440px",
+    return confirm_dialog(
+        "Remove member",
+        rx.text(
+            "Remove ",
+            rx.text.strong(MembersState.confirm_email),
+            " from the team? They lose access at once; their sessions are ended.",
         ),
+        "Remove",
         open=MembersState.confirm_id != "",
+        on_cancel=MembersState.cancel_remove,
+        on_confirm=MembersState.confirm_remove,
+        confirm_id="confirm-remove",
     )
 
 
