@@ -20,6 +20,7 @@ SQLite, the same frozen dataclasses from both.
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import threading
 import uuid
@@ -461,6 +462,25 @@ def tenant_rls_sql(table: str, column: str = "tenant_id") -> list[str]:
         f"ALTER TABLE {t} FORCE ROW LEVEL SECURITY",
         f"CREATE POLICY tenant_isolation ON {t} USING ({check}) WITH CHECK ({check})",
     ]
+
+
+def grantable_app_role(bind: Connection | None, role: str) -> str | None:
+    """``role`` when a migration should grant it (it exists and is not the migrating role), else None
+    with a warning saying why. Offline (``bind`` None) the role is trusted as named."""
+    quote_ident(role)  # refuse anything but a plain identifier before it reaches SQL
+    if bind is None:
+        return role
+    if not bind.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first():
+        logging.getLogger("alembic.runtime.migration").warning(
+            "app role %s does not exist: no grants made (create it, then migrate)", role
+        )
+        return None
+    if bind.execute(sa.text("SELECT current_user")).scalar_one() == role:
+        logging.getLogger("alembic.runtime.migration").warning(
+            "app role %s is the migrating role: no grants made (use two roles)", role
+        )
+        return None
+    return role
 
 
 def grant_app_sql(role: str, schema: str, tables: Sequence[str], functions: Sequence[str] = ()) -> list[str]:

@@ -24,21 +24,19 @@ tables to core.db.TENANT_TABLES and protect them with core.db.tenant_rls_sql in 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
-from core.db import grant_app_sql, quote_ident, tenant_rls_sql
+from core.db import grant_app_sql, grantable_app_role, quote_ident, tenant_rls_sql
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-log = logging.getLogger("alembic.runtime.migration")
 
 TENANT_TABLES_0001 = (
     "memberships",
@@ -337,15 +335,8 @@ def _upgrade_postgresql() -> None:
     _create_functions(schema)
 
     role = str(context.config.attributes.get("app_role") or "flowdesk_app")
-    quote_ident(role)  # refuse anything but a plain identifier before it reaches SQL
-    if bind is not None:
-        exists = bind.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
-        if not exists:
-            log.warning("app role %s does not exist: no grants made (create it, then migrate)", role)
-            return
-        if bind.execute(sa.text("SELECT current_user")).scalar_one() == role:
-            log.warning("app role %s is the migrating role: no grants made (use two roles)", role)
-            return
+    if grantable_app_role(bind, role) is None:
+        return
     functions = [_signature(schema, name) for name in FUNCTIONS]
     for stmt in grant_app_sql(role, schema, ALL_TABLES_0001, functions):
         op.execute(stmt)

@@ -12,21 +12,19 @@ through runtime.events (delete_conversation / purge_older_than).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
-from core.db import grant_app_sql, quote_ident, tenant_rls_sql
+from core.db import grant_app_sql, grantable_app_role, quote_ident, tenant_rls_sql
 
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-log = logging.getLogger("alembic.runtime.migration")
 
 TABLES_0002 = ("checkpoints", "checkpoint_writes", "run_events")
 
@@ -100,15 +98,8 @@ def _upgrade_postgresql() -> None:
         for stmt in tenant_rls_sql(table):
             op.execute(stmt)
     role = str(context.config.attributes.get("app_role") or "flowdesk_app")
-    quote_ident(role)  # refuse anything but a plain identifier before it reaches SQL
-    if bind is not None:
-        exists = bind.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
-        if not exists:
-            log.warning("app role %s does not exist: no grants made (create it, then migrate)", role)
-            return
-        if bind.execute(sa.text("SELECT current_user")).scalar_one() == role:
-            log.warning("app role %s is the migrating role: no grants made (use two roles)", role)
-            return
+    if grantable_app_role(bind, role) is None:
+        return
     for stmt in grant_app_sql(role, schema, TABLES_0002):
         op.execute(stmt)
     # The bigint identity of run_events draws from a sequence: INSERT needs USAGE on it.
