@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app import api_deps
+from app.api_chat import router as chat_router
 from app.api_deps import require
 from builder import models as bm
 from builder import service as wfs
@@ -317,6 +318,10 @@ def plan(p: Anyone) -> dict[str, Any]:
 # ---------------------------------------------------------------- unknown routes
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+# The chat API's routes, before the catch-all below.
+api.include_router(chat_router)
 
 
 @api.api_route(V1 + "/{rest:path}", methods=_METHODS, include_in_schema=False)

@@ -66,6 +66,8 @@ TENANT_TABLES: tuple[str, ...] = (
     "checkpoints",
     "checkpoint_writes",
     "run_events",
+    "conversations",
+    "turns",
 )
 #: ``tenants`` itself is isolated on its primary key (a tenant sees only its own row).
 TENANT_ROOT_TABLE = "tenants"
@@ -437,6 +439,16 @@ def find_invitation(session: Session, token_hash: str) -> InvitationLookup | Non
     expires = _utc(r.expires_at)
     assert expires is not None
     return InvitationLookup(r.id, r.tenant_id, r.email, r.role, expires, _utc(r.accepted_at))
+
+
+def tenant_plans(session: Session) -> list[tuple[str, str]]:
+    """Every tenant's (id, plan): for jobs that visit all tenants (retention), not for requests."""
+    if _is_pg(session):
+        rows = _call(session, "flowdesk_tenant_plans", "")
+    else:
+        t = _table("tenants")
+        rows = list(session.connection().execute(sa.select(t.c.id, t.c.plan).order_by(t.c.id)))
+    return [(r.id, r.plan) for r in rows]
 
 
 # ---------------------------------------------------------------- migration helpers (PostgreSQL)

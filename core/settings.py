@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     #: loopback/private addresses. The demo API's origin is always added.
     SSRF_ALLOW_ORIGINS: list[str] = Field(default_factory=list)
     HTTP_MAX_RESPONSE_BYTES: int = 1_000_000
+    #: Per tool host (runtime/breakers.py): consecutive failed attempts (connect error, timeout,
+    #: 5xx) that open its circuit, shared through Redis; calls then fail fast for RESET_S seconds.
+    HTTP_BREAKER_FAILS: int = 5
+    HTTP_BREAKER_RESET_S: float = 30.0
 
     # Accounts: OIDC login (Authlib), mail (SMTP; unset = links printed to the log), JWTs.
     OIDC_ISSUER: str | None = Field(default=None, validation_alias="OIDC_ISSUER")

@@ -15,6 +15,7 @@ from nodes import (
     knowledge,
     llm,
     reply,
+    saga,
     set,
     start,
     subflow,
@@ -36,6 +37,7 @@ NODE_TYPES: dict[str, NodeType] = {
         handoff.NODE,
         end.NODE,
         subflow.NODE,
+        saga.NODE,
     )
 }
 

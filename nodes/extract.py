@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from builder.template import render
 from nodes.base import NodeConfig, NodeInput, NodeResult, NodeType
 from runtime.context import RunContext
+from runtime.llm import LLMError
 from runtime.router import compile_pattern
 
 MISSING_OUTPUT = "missing"
@@ -133,8 +134,15 @@ def _extract(
     rest = [n for n in names if n not in found]
     if rest and cfg.use_llm and text.strip():
         described = {n: cfg.fields[n].description or n.replace("_", " ") for n in rest}
-        got, response = ctx.llm.extract(text, described)
-        ctx.emit("llm_call", **response.event())
+        try:
+            got, response = ctx.llm.extract(text, described)
+        except LLMError as exc:
+            # The model only adds to what the patterns found: with it down (or its circuit open),
+            # the node goes on with the patterns and asks the user for the rest, not an apology.
+            ctx.emit("llm_unavailable", error=str(exc)[:500], fallback="patterns")
+            got = {}
+        else:
+            ctx.emit("llm_call", **response.event())
         for n in rest:
             if (value := coerce(got.get(n), cfg.fields[n].type)) is not None:
                 found[n] = value

@@ -133,20 +133,38 @@ def _detail(body: Any) -> str:
     return (body if isinstance(body, str) else json.dumps(body, default=str))[:300]
 
 
-def idempotency_key(ctx: RunContext, method: str, url: str, body: Any) -> str:
+def idempotency_key(ctx: RunContext, method: str, url: str, body: Any, *scope: str) -> str:
     """Same conversation, turn, node and request -> same key: a retried turn repeats nothing,
-    while a loop through the node with a different request gets a new key."""
-    raw = json.dumps([ctx.conversation_id, ctx.turn_id, ctx.node_id, method, url, body], default=str)
+    while a loop through the node with a different request gets a new key. ``scope`` tells
+    apart several calls of one node (a saga's steps: ``("charge", "do")``)."""
+    parts = [ctx.conversation_id, ctx.turn_id, ctx.node_id, method, url, body, *scope]
+    raw = json.dumps(parts, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-def run(cfg: Config, inp: NodeInput, ctx: RunContext) -> NodeResult:
-    url = substitute(cfg.url, inp.vars, ctx, "url")
-    shown = httpx.URL(substitute(cfg.url, inp.vars, ctx, "url", redact=True))
-    headers = {k: substitute(v, inp.vars, ctx, "text") for k, v in cfg.headers.items()}
-    query = {k: v for k, v in ((k, _typed(v, inp.vars, ctx)) for k, v in cfg.query.items()) if v is not None}
-    body = _typed(cfg.body, inp.vars, ctx) if cfg.body is not None else None
-    if cfg.idempotency and cfg.method != "GET" and not any(k.lower() == "idempotency-key" for k in headers):
+def call(
+    cfg: Config,
+    values: dict[str, Any],
+    ctx: RunContext,
+    *,
+    key_scope: tuple[str, ...] | None = None,
+    bounded: bool = True,
+) -> dict[str, Any]:
+    """Render ``cfg`` against ``values``, send it, return ``{status, body, ok}``; raise
+    ``UnexpectedStatus`` when the status is not expected. ``key_scope`` forces an
+    ``Idempotency-Key`` on any method, scoped by it, and returns it as ``idempotency_key``.
+    ``bounded=False`` gives each attempt its full ``timeout_s`` even past the node's deadline
+    (a saga's compensations must get their chance)."""
+    url = substitute(cfg.url, values, ctx, "url")
+    shown = httpx.URL(substitute(cfg.url, values, ctx, "url", redact=True))
+    headers = {k: substitute(v, values, ctx, "text") for k, v in cfg.headers.items()}
+    query = {k: v for k, v in ((k, _typed(v, values, ctx)) for k, v in cfg.query.items()) if v is not None}
+    body = _typed(cfg.body, values, ctx) if cfg.body is not None else None
+    given = next((k for k in headers if k.lower() == "idempotency-key"), None)
+    if key_scope is not None:
+        headers.pop(given or "", None)
+        headers["Idempotency-Key"] = idempotency_key(ctx, cfg.method, url, body, *key_scope)
+    elif cfg.idempotency and cfg.method != "GET" and given is None:
         headers["Idempotency-Key"] = idempotency_key(ctx, cfg.method, url, body)
     expect = set(cfg.expect or range(200, 300))
 
@@ -161,7 +179,7 @@ def run(cfg: Config, inp: NodeInput, ctx: RunContext) -> NodeResult:
         url,
         retries=cfg.retries,
         success=expect,
-        attempt_timeout=lambda: ctx.remaining(cfg.timeout_s),
+        attempt_timeout=(lambda: ctx.remaining(cfg.timeout_s)) if bounded else (lambda: cfg.timeout_s),
         on_attempt=tool_called,
         headers=headers,
         params=query or None,
@@ -173,7 +191,13 @@ def run(cfg: Config, inp: NodeInput, ctx: RunContext) -> NodeResult:
         raise UnexpectedStatus(
             resp.status_code, f"HTTP {resp.status_code} from {where}: {_detail(value['body'])}", value["body"]
         )
-    return NodeResult(value=value)
+    if key_scope is not None:
+        value["idempotency_key"] = headers["Idempotency-Key"]
+    return value
+
+
+def run(cfg: Config, inp: NodeInput, ctx: RunContext) -> NodeResult:
+    return NodeResult(value=call(cfg, inp.vars, ctx))
 
 
 NODE = NodeType(

@@ -12,7 +12,8 @@ from builder.template import MISSING, PATH, lookup, render
 from nodes.base import NodeConfig, NodeInput, NodeResult, NodeType, _template_reads
 from runtime.context import RunContext
 
-#: Bound on the LLM call when the node has no policy timeout (the provider has its own too).
+#: Cap on the LLM call under a node policy timeout. Without one the provider's own bound applies
+#: (``LLM_TIMEOUT_S``, retries included), so a hung endpoint can't hold a turn longer than that.
 DEFAULT_TIMEOUT_S = 60.0
 
 
@@ -88,7 +89,7 @@ def run(cfg: Config, inp: NodeInput, ctx: RunContext) -> NodeResult:
         max_tokens=cfg.max_tokens,
         json_mode=cfg.json_output,
         on_token=ctx.on_token if cfg.respond else None,
-        timeout_s=ctx.remaining(DEFAULT_TIMEOUT_S),
+        timeout_s=ctx.remaining(DEFAULT_TIMEOUT_S) if ctx.deadline is not None else None,
     )
     ctx.emit("llm_call", **response.event())
     value: dict[str, Any] = {

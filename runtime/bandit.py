@@ -191,3 +191,13 @@ class TierBandit:
             raise ValueError("reward is NaN")
         r = min(1.0, max(0.0, r))
         self.store.incr(self.key(tenant_id, intent), {f"{tier}.s": r, f"{tier}.f": 1.0 - r})
+
+
+def record_feedback(tenant_id: str, intent: str, tier: str, reward: float) -> None:
+    """A user's thumbs up/down on a routed turn, into the bandit the workers read (Redis).
+
+    Only the counts change, so no Router (and no embedder) is needed in the web process.
+    """
+    from core.redis import get_redis
+
+    TierBandit(RedisFeatureStore(get_redis())).update(tenant_id, intent, tier, reward)

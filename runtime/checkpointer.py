@@ -11,6 +11,13 @@ whole checkpoints are stored serialized, special writes (error, interrupt, resum
 earlier ones while regular writes are first-wins, pending writes come back in
 ``writes_sort_key`` order, versions are the monotonic strings of ``InMemorySaver``.
 
+Turn scope (``with saver.turn(tenant_id) as scope``): one saver serves every tenant of a worker;
+the tenant comes from the scope (a context variable, so LangGraph's executor threads see it), and
+the scope BUFFERS the turn's checkpoints and writes; reads see them merged over the stored rows.
+The job then writes them with :func:`flush` in the same transaction as the turn's events and
+reply, so a turn is committed whole or not at all: a worker killed mid-turn leaves the previous
+checkpoint, and the retried turn starts again from it (DESIGN.md §5, runtime.jobs).
+
 The serializer never uses pickle and only rebuilds the types LangGraph lists as safe
 (strict msgpack allow-list): our state is plain dicts, lists and strings.
 """
@@ -21,6 +28,9 @@ import json
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -72,13 +82,61 @@ def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *, re
     conn.execute(stmt, rows)
 
 
-class SqlCheckpointer(BaseCheckpointSaver[str]):
-    """Checkpoints of one tenant in the app database (PostgreSQL with RLS, or SQLite)."""
+CheckpointKey = tuple[str, str, str]  # (thread_id, checkpoint_ns, checkpoint_id)
 
-    def __init__(self, engine: Engine, tenant_id: str) -> None:
+
+@dataclass
+class TurnScope:
+    """The tenant of the running turn and the checkpoint rows it has not committed yet."""
+
+    tenant_id: str
+    checkpoints: dict[CheckpointKey, dict[str, Any]] = field(default_factory=dict)
+    writes: dict[tuple[str, str, str, str, int], dict[str, Any]] = field(default_factory=dict)
+
+
+_SCOPE: ContextVar[TurnScope | None] = ContextVar("flowdesk_checkpoint_scope", default=None)
+
+
+def flush(conn: Connection, scope: TurnScope) -> int:
+    """Write a turn's buffered checkpoints and writes on ``conn`` (the caller's transaction)."""
+    _upsert(conn, CHECKPOINTS, list(scope.checkpoints.values()), replace=True)
+    _upsert(conn, WRITES, list(scope.writes.values()), replace=True)
+    n = len(scope.checkpoints) + len(scope.writes)
+    scope.checkpoints.clear()
+    scope.writes.clear()
+    return n
+
+
+class SqlCheckpointer(BaseCheckpointSaver[str]):
+    """Checkpoints in the app database (PostgreSQL with RLS, or SQLite).
+
+    ``tenant_id`` fixes the tenant (immediate writes, one transaction per call); without it the
+    saver serves whichever tenant the current :meth:`turn` scope names (buffered writes).
+    """
+
+    def __init__(self, engine: Engine, tenant_id: str | None = None) -> None:
         super().__init__(serde=safe_serde())
         self.engine = engine
-        self.tenant_id = tenant_id
+        self._tenant_id = tenant_id
+
+    @property
+    def tenant_id(self) -> str:
+        scope = _SCOPE.get()
+        if scope is not None:
+            return scope.tenant_id
+        if self._tenant_id is None:
+            raise RuntimeError("SqlCheckpointer without a tenant: use `with saver.turn(tenant_id):`")
+        return self._tenant_id
+
+    @contextmanager
+    def turn(self, tenant_id: str) -> Iterator[TurnScope]:
+        """Run one turn for ``tenant_id``: checkpoint writes are buffered until :func:`flush`."""
+        scope = TurnScope(tenant_id)
+        token = _SCOPE.set(scope)
+        try:
+            yield scope
+        finally:
+            _SCOPE.reset(token)
 
     # ------------------------------------------------------------ plumbing
 
@@ -87,6 +145,17 @@ class SqlCheckpointer(BaseCheckpointSaver[str]):
         """The Core connection of one tenant transaction (commits on success)."""
         with tenant_session(self.tenant_id, engine=self.engine) as session:
             yield session.connection()
+
+    @staticmethod
+    def _buffered(thread_id: str, ns: str | None, checkpoint_id: str | None = None) -> list[Any]:
+        scope = _SCOPE.get()
+        if scope is None:
+            return []
+        return [
+            SimpleNamespace(**row)
+            for (t, n, c), row in scope.checkpoints.items()
+            if t == thread_id and (ns is None or n == ns) and (checkpoint_id is None or c == checkpoint_id)
+        ]
 
     def _writes(self, conn: Connection, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
         w = WRITES.c
@@ -98,6 +167,14 @@ class SqlCheckpointer(BaseCheckpointSaver[str]):
                 w.checkpoint_id == checkpoint_id,
             )
         ).all()
+        scope = _SCOPE.get()
+        if scope is not None and scope.writes:
+            # Buffered writes of this checkpoint replace stored ones with the same key.
+            merged = {(r.task_id, r.idx): r for r in rows}
+            for (t, n, c, task, idx), row in scope.writes.items():
+                if (t, n, c) == (thread_id, ns, checkpoint_id):
+                    merged[(task, idx)] = SimpleNamespace(**row)
+            rows = list(merged.values())
         rows.sort(key=lambda r: writes_sort_key(r.task_path, r.task_id, r.idx))
         return [(r.task_id, r.channel, self.serde.loads_typed((r.type, r.value))) for r in rows]
 
@@ -144,9 +221,13 @@ class SqlCheckpointer(BaseCheckpointSaver[str]):
         else:
             # Checkpoint ids are uuid6 (time-ordered): the greatest is the latest.
             q = q.order_by(c.checkpoint_id.desc()).limit(1)
+        buffered = self._buffered(str(conf["thread_id"]), conf.get("checkpoint_ns", ""), checkpoint_id)
         with self._conn() as conn:
             row = conn.execute(q).first()
-            return None if row is None else self._tuple(conn, row)
+            candidates = [*buffered, *([row] if row is not None else [])]
+            if not candidates:
+                return None
+            return self._tuple(conn, max(candidates, key=lambda r: r.checkpoint_id))
 
     def list(
         self,
@@ -174,7 +255,21 @@ class SqlCheckpointer(BaseCheckpointSaver[str]):
             q = q.limit(limit)
         out: list[CheckpointTuple] = []
         with self._conn() as conn:
-            for row in conn.execute(q).all():
+            rows = conn.execute(q).all()
+            if config is not None and (_SCOPE.get() is not None):
+                conf = config["configurable"]
+                extra = self._buffered(
+                    str(conf["thread_id"]), conf.get("checkpoint_ns"), get_checkpoint_id(config)
+                )
+                if before is not None and (before_id := get_checkpoint_id(before)):
+                    extra = [r for r in extra if r.checkpoint_id < before_id]
+                seen = {r.checkpoint_id for r in extra}
+                rows = sorted(
+                    [*extra, *(r for r in rows if r.checkpoint_id not in seen)],
+                    key=lambda r: r.checkpoint_id,
+                    reverse=True,
+                )
+            for row in rows:
                 item = self._tuple(conn, row)
                 if filter and any(item.metadata.get(k) != v for k, v in filter.items()):
                     continue
@@ -205,8 +300,12 @@ class SqlCheckpointer(BaseCheckpointSaver[str]):
             "metadata": meta,
             "created_at": utcnow(),
         }
-        with self._conn() as conn:
-            _upsert(conn, CHECKPOINTS, [row], replace=True)
+        scope = _SCOPE.get()
+        if scope is not None:
+            scope.checkpoints[(thread_id, ns, checkpoint["id"])] = row
+        else:
+            with self._conn() as conn:
+                _upsert(conn, CHECKPOINTS, [row], replace=True)
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}
         }
@@ -238,8 +337,16 @@ class SqlCheckpointer(BaseCheckpointSaver[str]):
             )
         # Special writes (error, interrupt, resume) replace; regular writes keep the first copy,
         # so a retried task cannot change what a step already recorded.
+        replace = all(w[0] in WRITES_IDX_MAP for w in writes)
+        scope = _SCOPE.get()
+        if scope is not None:
+            for r in rows:
+                key = (r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"], r["task_id"], r["idx"])
+                if replace or key not in scope.writes:
+                    scope.writes[key] = r
+            return
         with self._conn() as conn:
-            _upsert(conn, WRITES, rows, replace=all(w[0] in WRITES_IDX_MAP for w in writes))
+            _upsert(conn, WRITES, rows, replace=replace)
 
     def delete_thread(self, thread_id: str) -> None:
         with self._conn() as conn:

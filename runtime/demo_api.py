@@ -5,7 +5,9 @@ In memory, thread-safe, deterministic seed data; ``Idempotency-Key`` is honoured
 retry can succeed). Errors are JSON ``{"error": {"code", "message"}}``.
 
 ``POST /_control`` is a demo-only switch for tests: ``{"fail": ["payments.charge"]}`` makes
-those operations answer 503, ``{"reset": true}`` restores the seed data.
+those operations answer 503 (``payments.decline`` makes charges answer 402 card_declined),
+``{"reset": true}`` restores the seed data. Payments go through ``runtime.payments``' gateway
+interface, served here by its test provider (the ``payments.*`` switches are its faults).
 
 Run it alone with ``python -m runtime.demo_api --port 8790``.
 """
@@ -29,6 +31,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from runtime.payments import PaymentError, TestPaymentProvider
+
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 CANCELLABLE = ("placed", "processing")
 OPERATIONS = frozenset(
@@ -36,7 +40,7 @@ OPERATIONS = frozenset(
     for resource, verbs in {
         "orders": "get create update cancel return refund",
         "stock": "reserve release",
-        "payments": "charge refund",
+        "payments": "charge refund decline",
         "leads": "create",
         "tickets": "create",
     }.items()
@@ -189,6 +193,9 @@ class NewOrder(_In):
     email: str = Field(pattern=EMAIL, max_length=200)
     items: list[Line] = Field(min_length=1, max_length=50)
     address: str | None = Field(default=None, max_length=300)
+    #: Set by the create_order saga: the payment and stock reservation this order consumes.
+    payment_id: str | None = Field(default=None, max_length=40)
+    reservation_id: str | None = Field(default=None, max_length=40)
 
 
 class OrderChange(_In):
@@ -252,8 +259,8 @@ class DemoStore:
             self.orders = _seed_orders()
             self.stock = {sku: p["stock"] for sku, p in PRODUCTS.items()}
             self.reservations: dict[str, dict[str, Any]] = {}
-            self.payments: dict[str, dict[str, Any]] = {
-                o["payment_id"]: {
+            seed = [
+                {
                     "id": o["payment_id"],
                     "amount": o["total"],
                     "status": "captured",
@@ -262,7 +269,9 @@ class DemoStore:
                 }
                 for o in self.orders.values()
                 if "payment_id" in o
-            }
+            ]
+            self.gateway = TestPaymentProvider(self._next, seed)
+            self.payments = self.gateway.payments
             self.leads: list[dict[str, Any]] = []
             self.tickets: list[dict[str, Any]] = []
             self.failing: set[str] = set()
@@ -394,6 +403,9 @@ def create_app(store: DemoStore | None = None) -> FastAPI:
                 "address": body.address or "",
                 "created": "2025-05-05",
             }
+            for ref in ("payment_id", "reservation_id"):
+                if getattr(body, ref):
+                    db.orders[oid][ref] = getattr(body, ref)
             return 201, {"id": oid, "status": "placed", "total": db.orders[oid]["total"]}
 
         return db.once(key, "/orders", body.model_dump(), do)
@@ -495,7 +507,8 @@ def create_app(store: DemoStore | None = None) -> FastAPI:
             db.stock[body.sku] -= body.qty
             rid = db._next("res_")
             db.reservations[rid] = {"sku": body.sku, "qty": body.qty, "released": False}
-            return 201, {"reservation_id": rid, "sku": body.sku, "qty": body.qty}
+            amount = round(PRODUCTS[body.sku]["price"] * body.qty, 2)  # what to charge for it
+            return 201, {"reservation_id": rid, "sku": body.sku, "qty": body.qty, "amount": amount}
 
         return db.once(key, "/stock/reserve", body.model_dump(), do)
 
@@ -517,44 +530,42 @@ def create_app(store: DemoStore | None = None) -> FastAPI:
     @app.post("/payments/charge", status_code=201)
     def charge(body: Charge, key: str | None = IdemKey) -> JSONResponse:
         def do() -> tuple[int, Any]:
-            db.gate("payments.charge")
             if body.order_id is None and body.amount is None:
                 raise ApiError(422, "invalid_request", "give order_id or amount")
             amount = body.amount
             if body.order_id is not None:
                 amount = db.order(body.order_id)["total"]
-            pid = db._next("pay_")
-            db.payments[pid] = {
-                "id": pid,
-                "amount": amount,
-                "status": "captured",
-                "order_id": body.order_id,
-                "email": body.email,
-            }
+            try:
+                pay = db.gateway.charge(amount=float(amount or 0), email=body.email, order_id=body.order_id)
+            except PaymentError as e:
+                raise ApiError(e.status, e.code, e.message) from None
             if body.order_id is not None:
-                db.orders[body.order_id]["payment_id"] = pid
-            return 201, {"payment_id": pid, "amount": amount, "status": "captured"}
+                db.orders[body.order_id]["payment_id"] = pay["id"]
+            return 201, {"payment_id": pay["id"], "amount": amount, "status": "captured"}
 
         return db.once(key, "/payments/charge", body.model_dump(), do)
 
     @app.post("/payments/refund")
     def refund_payment(body: PaymentRef, key: str | None = IdemKey) -> JSONResponse:
         def do() -> tuple[int, Any]:
-            db.gate("payments.refund")
-            pay = db.payments.get(body.payment_id)
-            if pay is None:
-                raise ApiError(404, "payment_not_found", f"No payment {body.payment_id}.")
-            if pay["status"] == "refunded":
-                raise ApiError(409, "already_refunded", f"Payment {body.payment_id} is already refunded.")
-            pay["status"] = "refunded"
+            try:
+                pay = db.gateway.refund(body.payment_id)
+            except PaymentError as e:
+                raise ApiError(e.status, e.code, e.message) from None
             return 200, {
                 "payment_id": pay["id"],
-                "refund_id": db._next("re_"),
+                "refund_id": pay["refund_id"],
                 "amount": pay["amount"],
                 "status": "refunded",
             }
 
         return db.once(key, "/payments/refund", body.model_dump(), do)
+
+    @app.get("/payments")
+    def list_payments(email: str | None = None) -> list[dict[str, Any]]:
+        with db.lock:
+            found = [p for p in db.payments.values() if email is None or p["email"].lower() == email.lower()]
+            return copy.deepcopy(found)
 
     @app.post("/leads", status_code=201)
     def create_lead(body: Lead, key: str | None = IdemKey) -> JSONResponse:
@@ -599,6 +610,7 @@ def create_app(store: DemoStore | None = None) -> FastAPI:
                 db.reset()
             if body.fail is not None:
                 db.failing = set(body.fail)
+                db.gateway.fail(op.split(".", 1)[1] for op in db.failing if op.startswith("payments."))
             return {"failing": sorted(db.failing)}
 
     return app

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
@@ -19,10 +19,11 @@ from langgraph.types import Command
 from builder.schema import Workflow
 from core.settings import Settings, get_settings
 from runtime.compile import GraphCache, NodeFailed, Resolver, start_input
-from runtime.context import EventLog, Handoff, RunContext
+from runtime.context import Event, EventLog, Handoff, RunContext
 
 APOLOGY = "Sorry, something went wrong on our side. A colleague will follow up with you."
 RECURSION_LIMIT = 200
+Durability = Literal["sync", "async", "exit"]
 
 
 @dataclass
@@ -88,8 +89,8 @@ class Engine:
         self.secrets = dict(secrets or {})
         self.cache = GraphCache(registry=registry)
 
-    def graph(self, wf: Workflow) -> Any:
-        return self.cache.get(wf, resolve=self.resolve, checkpointer=self.checkpointer)
+    def graph(self, wf: Workflow, resolve: Resolver | None = None) -> Any:
+        return self.cache.get(wf, resolve=resolve or self.resolve, checkpointer=self.checkpointer)
 
     def run_turn(
         self,
@@ -100,13 +101,20 @@ class Engine:
         tenant_id: str = "local",
         turn_id: str | None = None,
         on_token: Callable[[str], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         budget_left_usd: float | None = None,
+        resolve: Resolver | None = None,
+        secrets: Mapping[str, str] | None = None,
+        durability: Durability | None = None,
     ) -> TurnResult:
+        """One turn. ``durability`` is LangGraph's (None: its default, a checkpoint per step);
+        ``resolve``/``secrets`` override the engine's for this turn (one engine serves all tenants).
+        """
         turn_id = turn_id or uuid.uuid4().hex
-        graph = self.graph(wf)
+        graph = self.graph(wf, resolve)
         config = {"configurable": {"thread_id": conversation_id}, "recursion_limit": RECURSION_LIMIT}
         handoffs: list[Handoff] = []
-        log = EventLog()
+        log = EventLog(listeners=[on_event] if on_event else [])
         ctx = RunContext(
             llm=self.llm,
             router=self.router,
@@ -115,7 +123,7 @@ class Engine:
             conversation_id=conversation_id,
             turn_id=turn_id,
             config_values=self.config_values,
-            secrets=self.secrets,
+            secrets=self.secrets if secrets is None else secrets,
             events=log,
             on_token=on_token,
             on_handoff=handoffs.append,
@@ -138,7 +146,10 @@ class Engine:
         started = time.perf_counter()
         error = None
         try:
-            graph.invoke(inp, config, context=ctx)
+            if durability is None:
+                graph.invoke(inp, config, context=ctx)
+            else:
+                graph.invoke(inp, config, context=ctx, durability=durability)
         except NodeFailed as exc:
             error = str(exc)
             log.emit(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from core.db import tenant_session, utcnow
 from runtime.models import CheckpointRow, CheckpointWrite, RunEvent
@@ -47,9 +47,17 @@ def append_events(
     """Insert all of a turn's events in one transaction (a (turn_id, seq) clash raises: no duplicates)."""
     if not events:
         return
-    rows = [_row(tenant_id, conversation_id, turn_id, e, n) for n, e in enumerate(events, start=1)]
     with tenant_session(tenant_id, engine=engine) as s:
-        s.connection().execute(sa.insert(EVENTS), rows)
+        insert_events(s.connection(), tenant_id, conversation_id, turn_id, events)
+
+
+def insert_events(
+    conn: Connection, tenant_id: str, conversation_id: str, turn_id: str, events: list[dict[str, Any]]
+) -> None:
+    """The same insert on the caller's connection (the worker commits a turn in one transaction)."""
+    if events:
+        rows = [_row(tenant_id, conversation_id, turn_id, e, n) for n, e in enumerate(events, start=1)]
+        conn.execute(sa.insert(EVENTS), rows)
 
 
 def turn_events(engine: Engine, tenant_id: str, turn_id: str) -> list[dict[str, Any]]:

@@ -20,7 +20,12 @@ Every request a workflow makes (``http_request`` nodes, tools) goes through ``Gu
 * the response body is read as a stream and refused past ``HTTP_MAX_RESPONSE_BYTES`` (counted
   after decompression, so a gzip bomb is refused too), within an overall deadline;
 * ``request_retrying`` retries transport errors and 429/5xx answers (tenacity, exponential
-  backoff with jitter); a blocked URL or an oversize body is never retried.
+  backoff with jitter); a blocked URL or an oversize body is never retried;
+* every hop goes through its origin's circuit breaker (runtime/breakers.py, kind ``http``, state
+  shared through Redis): ``HTTP_BREAKER_FAILS`` consecutive connection errors, timeouts or 5xx
+  answers, from any worker, open it, and requests to that host then fail at once with
+  :class:`HostUnavailable` (not retried) for ``HTTP_BREAKER_RESET_S``; the node's error edge or
+  default takes over.
 """
 
 from __future__ import annotations
@@ -57,6 +62,23 @@ class BlockedURL(ValueError):
 
 class ResponseTooLarge(RuntimeError):
     """The response body exceeded the configured size cap."""
+
+
+class HostUnavailable(RuntimeError):
+    """The host's circuit is open: it failed repeatedly, so the request was not sent."""
+
+
+class _ServerError(Exception):
+    """A 5xx answer, raised inside the breaker so it counts as a failure, then returned."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _healthy_outcome(exc: BaseException) -> bool:
+    """Errors that say nothing about the host's health (an oversize body, a caller bug)."""
+    return not isinstance(exc, httpx.TransportError | _ServerError)
 
 
 class _RetryableStatus(Exception):
@@ -284,7 +306,31 @@ class GuardedClient:
     def _send_pinned(
         self, method: str, url: httpx.URL, headers: dict[str, str], body: Any, deadline: float
     ) -> httpx.Response:
-        ip = self.check(url)
+        ip = self.check(url)  # a blocked URL is refused before the breaker: it is not the host's fault
+        import pybreaker
+
+        from runtime import breakers
+
+        origin = origin_of(url)
+        breaker = breakers.breaker_for("http", origin, self.settings, exclude=[_healthy_outcome])
+        try:
+            # ``calling()`` holds the breaker's lock for the state check only, not the request.
+            with breaker.calling():
+                resp = self._send_to(ip, method, url, headers, body, deadline)
+                if resp.status_code >= 500:
+                    raise _ServerError(resp)
+                return resp
+        except _ServerError as exc:
+            return exc.response
+        except pybreaker.CircuitBreakerError:
+            raise HostUnavailable(
+                f"{origin} is unavailable: its circuit is open after {breaker.fail_max} consecutive "
+                f"failures; not retrying for up to {breaker.reset_timeout:g}s"
+            ) from None
+
+    def _send_to(
+        self, ip: IPAddress, method: str, url: httpx.URL, headers: dict[str, str], body: Any, deadline: float
+    ) -> httpx.Response:
         host_header = url.netloc.decode("ascii")
         pinned = url.copy_with(host=str(ip))
         left = max(0.001, deadline - time.monotonic())

@@ -753,34 +753,26 @@ RETRY_AFTER_CAP_S = 10.0
 #: No attempt starts with less than this left before the call's deadline.
 MIN_ATTEMPT_S = 0.05
 
-_BREAKERS: dict[str, pybreaker.CircuitBreaker] = {}
-_BREAKERS_LOCK = threading.Lock()
-
 
 def breaker_for(base_url: str, settings: Settings | None = None) -> pybreaker.CircuitBreaker:
-    """The process-wide circuit breaker of one base URL (created with the first caller's settings)."""
-    import pybreaker
+    """The circuit breaker of one base URL, shared through Redis by every worker (runtime/breakers.py;
+    created with the first caller's settings)."""
+    from runtime import breakers
 
-    with _BREAKERS_LOCK:
-        breaker = _BREAKERS.get(base_url)
-        if breaker is None:
-            s = settings or get_settings()
-            breaker = pybreaker.CircuitBreaker(
-                fail_max=s.LLM_BREAKER_FAILS,
-                reset_timeout=s.LLM_BREAKER_RESET_S,
-                # Caller errors (400, 401, 404...) say nothing about the provider's health.
-                exclude=[_is_caller_error],
-                name=base_url,
-                throw_new_error_on_trip=False,
-            )
-            _BREAKERS[base_url] = breaker
-        return breaker
+    return breakers.breaker_for(
+        "llm",
+        breakers.url_key(base_url),
+        settings,
+        # Caller errors (400, 401, 404...) say nothing about the provider's health.
+        exclude=[_is_caller_error],
+    )
 
 
 def reset_breakers() -> None:
-    """Forget every circuit breaker, closing all circuits (tests; an operator's "retry now")."""
-    with _BREAKERS_LOCK:
-        _BREAKERS.clear()
+    """Close and forget every circuit breaker (tests; an operator's "retry now")."""
+    from runtime import breakers
+
+    breakers.reset_breakers()
 
 
 class _DeadlineExceeded(Exception):
@@ -870,7 +862,8 @@ class OpenAIProvider:
     Resilience: ``timeout_s`` bounds the whole call, retries included; transient failures (429, 5xx,
     timeouts, connection errors) are retried with exponential backoff and jitter (tenacity), honouring
     ``Retry-After`` up to :data:`RETRY_AFTER_CAP_S`; every attempt goes through the base URL's circuit
-    breaker (pybreaker), so ``LLM_BREAKER_FAILS`` consecutive failed attempts open it and later calls
+    breaker (pybreaker, state shared through Redis: runtime/breakers.py), so ``LLM_BREAKER_FAILS``
+    consecutive failed attempts, by any worker, open it and later calls
     fail fast for ``LLM_BREAKER_RESET_S``. Every failure surfaces as :class:`LLMError`.
     """
 

@@ -54,6 +54,10 @@ class Plan:
     #: How long run events and conversation checkpoints are kept (the runtime prunes older ones).
     retention_days: int
     model_tiers: tuple[str, ...]
+    #: Turns of the tenant queued or running at once; more are refused (429) before enqueue.
+    concurrent_turns: int = 8
+    #: The RQ queue its turns go to (runtime.jobs.QUEUES: high is served first).
+    queue: str = "default"
 
     def __post_init__(self) -> None:
         # The catalog is code, but a typo here would silently give tenants a 0 or negative limit.
@@ -89,6 +93,8 @@ FREE: Final = Plan(
     knowledge_documents=20,
     retention_days=7,
     model_tiers=("cheap",),
+    concurrent_turns=4,
+    queue="low",
 )
 PRO: Final = Plan(
     name="pro",
@@ -103,6 +109,8 @@ PRO: Final = Plan(
     knowledge_documents=500,
     retention_days=90,
     model_tiers=("cheap", "strong"),
+    concurrent_turns=20,
+    queue="default",
 )
 BUSINESS: Final = Plan(
     name="business",
@@ -117,6 +125,8 @@ BUSINESS: Final = Plan(
     knowledge_documents=10_000,
     retention_days=365,
     model_tiers=("cheap", "strong"),
+    concurrent_turns=100,
+    queue="high",
 )
 
 #: The catalog, cheapest first (upgrade order). Read-only: item assignment raises TypeError.

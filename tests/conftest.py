@@ -52,3 +52,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         unavailable(f"Redis is not reachable at {rd[0]}:{rd[1]} (set TEST_REDIS_URL)")
     if item.get_closest_marker("e2e") and not CHROMIUM.exists():
         unavailable(f"{CHROMIUM} is missing (make test installs Debian's chromium)")
+
+
+@pytest.fixture(autouse=True)
+def _close_circuit_breakers():
+    """Each test starts with closed circuits: breakers are process-wide (shared through the one
+    fakeredis), so failures a test provokes against the demo API must not fail the next test fast."""
+    yield
+    import sys
+
+    breakers = sys.modules.get("runtime.breakers")
+    if breakers is not None:  # never imported: nothing to reset, and no import cost
+        breakers.reset_breakers()

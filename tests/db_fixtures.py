@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from builder.models import StoredWorkflow, WorkflowVersion
 from core.db import load_models, make_engine, migrate, new_id, normalize_url, tenant_session, utcnow
+from runtime.models import Conversation, Turn
 from tenants.models import ApiKey, AuditEntry, Invitation, Membership, Secret, Tenant, User, UserSession
 from tests.conftest import PG_URL, address, reachable, unavailable
 
@@ -204,6 +205,8 @@ class Seeded:
     secret_id: str
     workflow_id: str
     version_id: str
+    conversation_id: str
+    turn_id: str
 
 
 def seed_tenant(engine: Engine, slug: str, *, user_id: str | None = None) -> Seeded:
@@ -262,6 +265,11 @@ def seed_tenant(engine: Engine, slug: str, *, user_id: str | None = None) -> See
             published_at=utcnow(),
         )
         s.add(version)
+        conv = Conversation(tenant_id=tid, workflow_id=wf.id, workflow_slug=wf.slug, version=1, turns=1)
+        s.add(conv)
+        s.flush()
+        turn = Turn(tenant_id=tid, conversation_id=conv.id, seq=1, request_hash="0" * 64, text="hi")
+        s.add(turn)
     return Seeded(
         tenant_id=tid,
         slug=slug,
@@ -277,4 +285,6 @@ def seed_tenant(engine: Engine, slug: str, *, user_id: str | None = None) -> See
         secret_id=rows["secret"].id,
         workflow_id=wf.id,
         version_id=version.id,
+        conversation_id=conv.id,
+        turn_id=turn.id,
     )

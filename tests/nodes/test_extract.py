@@ -81,6 +81,27 @@ def test_llm_fills_what_patterns_miss_and_is_metered():
     assert len(ctx.events.of_type("llm_call")) == 1  # one call for the fields the patterns missed
 
 
+def test_llm_down_keeps_the_pattern_matches_and_takes_missing_instead_of_failing():
+    import socket
+
+    from core.settings import Settings
+    from runtime.llm import OpenAIProvider
+
+    with socket.socket() as sock:  # a port nothing listens on once closed: the endpoint is down
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(_env_file=None, OPENAI_API_KEY=None, OPENAI_BASE_URL=None, LLM_MAX_RETRIES=0)
+    llm = OpenAIProvider(settings, api_key="sk-test", base_url=f"http://127.0.0.1:{port}/v1")
+    ctx = make_ctx(llm=llm)
+    c = cfg({"email": {"type": "email"}, "company": {"description": "company name"}})
+    res = run(c, make_input("I'm jane@acme.io from Acme Corp"), ctx)
+    assert res.output == "missing"
+    assert res.value == {"fields": {"email": "jane@acme.io"}, "missing": ["company"]}
+    [event] = ctx.events.of_type("llm_unavailable")
+    assert "cannot connect" in event.payload["error"] and event.payload["fallback"] == "patterns"
+    assert ctx.events.of_type("llm_call") == []
+
+
 def test_missing_required_without_ask_takes_missing_output_without_asking():
     ctx = make_ctx()
     c = cfg(

@@ -45,6 +45,7 @@ def test_the_design_node_types_are_all_there():
         "knowledge",
         "handoff",
         "end",
+        "saga",
     }
     assert expected <= set(NODE_TYPES)
 
@@ -100,4 +101,5 @@ def _minimal_config(type_: str) -> dict | None:
         "knowledge": {"documents": [{"id": "a", "title": "A", "text": "alpha"}]},
         "handoff": {},
         "subflow": {"workflow": "other"},
+        "saga": {"steps": [{"id": "a", "action": {"url": "https://example.com/a"}}]},
     }.get(type_)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from core.settings import ROOT, get_settings
@@ -23,3 +27,36 @@ def demo_engine(demo_url: str, **kw: Any) -> Engine:
         http=GuardedClient(settings, allow_origins=[demo_url]),
         **kw,
     )
+
+
+@contextmanager
+def hangup_server() -> Iterator[str]:
+    """A loopback HTTP origin that reads each request and hangs up without answering, so the
+    caller cannot know whether the request took effect (httpx: ``RemoteProtocolError``)."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.settimeout(0.1)  # so the loop sees ``stop``
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, name="hangup-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stop.set()
+        sock.close()
+        thread.join(timeout=5)

@@ -225,6 +225,32 @@ def test_payments_charge_and_refund(api):
     assert api.post("/payments/charge", json={"amount": 10, "email": "a@b.co"}).status_code == 201
 
 
+def test_saga_endpoints_link_reservation_payment_and_order(api):
+    r = api.post("/stock/reserve", json={"sku": "MUG-LOGO", "qty": 3})
+    assert r.status_code == 201 and r.json()["amount"] == 37.5  # what to charge for it
+    rid = r.json()["reservation_id"]
+    pay = api.post("/payments/charge", json={"amount": 37.5, "email": "Saga@Example.com"}).json()
+    body = {"email": "saga@example.com", "items": [{"sku": "MUG-LOGO", "qty": 3}]}
+    r = api.post("/orders", json={**body, "payment_id": pay["payment_id"], "reservation_id": rid})
+    order = api.get(f"/orders/{r.json()['id']}").json()
+    assert (order["payment_id"], order["reservation_id"]) == (pay["payment_id"], rid)
+    (listed,) = api.get("/payments", params={"email": "saga@example.com"}).json()
+    assert (listed["id"], listed["amount"], listed["status"]) == (pay["payment_id"], 37.5, "captured")
+
+
+def test_the_payment_provider_can_decline_or_be_down(api):
+    body = {"amount": 5, "email": "a@b.co"}
+    api.post("/_control", json={"fail": ["payments.decline"]})
+    r = api.post("/payments/charge", json=body)
+    assert r.status_code == 402 and error_of(r)["code"] == "card_declined"
+    api.post("/_control", json={"fail": []})
+    pid = api.post("/payments/charge", json=body).json()["payment_id"]
+    api.post("/_control", json={"fail": ["payments.refund"]})
+    r = api.post("/payments/refund", json={"payment_id": pid})
+    assert r.status_code == 503 and error_of(r)["code"] == "injected_failure"
+    assert [p["status"] for p in api.get("/payments", params={"email": "a@b.co"}).json()] == ["captured"]
+
+
 def test_control_switch_makes_a_step_fail_and_failures_are_not_replayed(api):
     assert api.post("/_control", json={"fail": ["payments.charge"]}).json() == {
         "failing": ["payments.charge"]

@@ -453,3 +453,62 @@ def test_https_certificate_for_another_name_is_refused(tmp_path):
         assert srv.hits["/ok"] == 0
     finally:
         srv.shutdown()
+
+
+# --- the per-host circuit breaker (runtime/breakers.py, kind "http") -----------------------------
+
+
+def test_5xx_answers_open_the_hosts_circuit_and_later_requests_fail_fast(server):
+    from runtime.breakers import breaker_for
+    from runtime.http import HostUnavailable
+
+    srv, url = server
+    s = {"HTTP_BREAKER_FAILS": 3, "HTTP_BREAKER_RESET_S": 60}
+    with client(url, **s) as c:
+        r = c.request_retrying("GET", f"{url}/flaky?fail=99", retries=2)
+        assert r.status_code == 503 and srv.hits["/flaky"] == 3  # three failures: the circuit opens
+        with pytest.raises(HostUnavailable, match=r"circuit is open after 3 consecutive failures"):
+            c.request_retrying("GET", f"{url}/ok", retries=2)
+    assert srv.hits["/ok"] == 0  # nothing was sent, and the open circuit was not retried
+    assert breaker_for("http", origin_of(url)).current_state == "open"
+    # Another client (another node, another worker) sees the same circuit.
+    with client(url, **s) as other, pytest.raises(HostUnavailable):
+        other.request("GET", f"{url}/ok")
+
+
+def test_connect_errors_count_against_the_host():
+    from runtime.http import HostUnavailable
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    origin = f"http://127.0.0.1:{port}"
+    with client(origin, HTTP_BREAKER_FAILS=2) as c:
+        with pytest.raises(httpx.ConnectError):
+            c.request_retrying("GET", f"{origin}/", retries=1)
+        attempts = []
+        with pytest.raises(HostUnavailable):
+            c.request_retrying("GET", f"{origin}/", retries=3, on_attempt=lambda *a: attempts.append(a))
+    assert [(a[0], a[3]) for a in attempts] == [(1, "HostUnavailable")]
+
+
+def test_4xx_and_successes_keep_the_circuit_closed(server):
+    from runtime.breakers import breaker_for
+
+    _srv, url = server
+    with client(url, HTTP_BREAKER_FAILS=2) as c:
+        for _ in range(3):
+            assert c.request("GET", f"{url}/missing").status_code == 404
+        assert c.request("GET", f"{url}/flaky?fail=1").status_code == 503  # one failure ...
+        assert c.request("GET", f"{url}/flaky?fail=1").status_code == 200  # ... reset by a success
+        assert c.request("GET", f"{url}/ok").status_code == 200
+    assert breaker_for("http", origin_of(url)).current_state == "closed"
+    assert breaker_for("http", origin_of(url)).fail_counter == 0
+
+
+def test_blocked_urls_never_touch_a_breaker():
+    from runtime.breakers import state_of
+
+    with client() as c, pytest.raises(BlockedURL):
+        c.request("GET", "http://127.0.0.1:9/")
+    assert state_of("http", "http://127.0.0.1:9") is None

@@ -11,11 +11,12 @@ import pytest
 
 from builder.graph import validate
 from builder.yaml_io import dump, load
-from core.settings import ROOT
+from core.settings import ROOT, get_settings
 from runtime.cli import FileResolver
 from runtime.demo_api import serve_in_thread
 from runtime.engine import Engine
-from tests.runtime.support import demo_engine
+from runtime.http import GuardedClient
+from tests.runtime.support import API_NAMES, demo_engine, hangup_server
 
 WORKFLOWS = ROOT / "workflows"
 SHIPPED = [
@@ -194,9 +195,87 @@ def test_create_order_confirms_then_places(engine, fresh_demo):
     r2 = chat.say("ana@example.com")
     assert r2.waiting and "Grey hoodie" in r2.reply and "49" in r2.reply
     r3 = chat.say("yes please")
-    assert "is placed" in r3.reply
+    assert "is placed and 98.0 was charged" in r3.reply
     orders = httpx.get(f"{fresh_demo}/orders", params={"email": "ana@example.com"}).json()
-    assert any(o["items"][0]["sku"] == "HOODIE-GRY-L" and o["items"][0]["qty"] == 2 for o in orders)
+    (order,) = [o for o in orders if o["items"][0]["sku"] == "HOODIE-GRY-L" and o["items"][0]["qty"] == 2]
+    (payment,) = httpx.get(f"{fresh_demo}/payments", params={"email": "ana@example.com"}).json()
+    assert (payment["id"], payment["amount"], payment["status"]) == (order["payment_id"], 98.0, "captured")
+    assert _stock(fresh_demo, "HOODIE-GRY-L") == 10
+    assert [e["step"] for e in r3.events if e["type"] == "saga_step"] == ["reserve", "charge", "confirm"]
+
+
+def _stock(base: str, sku: str) -> int:
+    return next(p["stock"] for p in httpx.get(f"{base}/products").json() if p["sku"] == sku)
+
+
+def _order_failing(
+    engine: Engine, base: str, fail: list[str], text: str = "2 hoodies please, to zed@example.com"
+):
+    """A create_order conversation up to the confirmation, then ``yes`` with ``fail`` switched on."""
+    chat = Chat(engine, "create_order")
+    assert "Shall I place the order?" in chat.say(text).reply
+    httpx.post(f"{base}/_control", json={"fail": fail}).raise_for_status()
+    result = chat.say("yes")
+    payments = httpx.get(f"{base}/payments", params={"email": "zed@example.com"}).json()
+    orders = httpx.get(f"{base}/orders", params={"email": "zed@example.com"}).json()
+    return result, payments, orders
+
+
+def test_create_order_failing_at_reserve_says_nothing_was_charged(engine, fresh_demo):
+    r, payments, orders = _order_failing(engine, fresh_demo, ["stock.reserve"])
+    assert "nothing was ordered or charged" in r.reply
+    assert payments == [] and orders == [] and _stock(fresh_demo, "HOODIE-GRY-L") == 12
+    assert not [e for e in r.events if e["type"] == "compensated"]
+
+
+def test_create_order_out_of_stock_tells_how_many_are_left(engine, fresh_demo):
+    r, payments, orders = _order_failing(engine, fresh_demo, [], "7 rain jackets please, to zed@example.com")
+    assert (
+        r.reply == "I couldn't place the order. Only 5 of JACKET-RAIN left; 7 requested. Nothing was charged."
+    )
+    assert payments == [] and orders == [] and _stock(fresh_demo, "JACKET-RAIN") == 5
+
+
+@pytest.mark.parametrize("fault", ["payments.charge", "payments.decline"])
+def test_create_order_failing_at_charge_releases_stock_and_says_so(engine, fresh_demo, fault):
+    r, payments, orders = _order_failing(engine, fresh_demo, [fault])
+    assert "nothing was charged and nothing was ordered" in r.reply
+    assert payments == [] and orders == [] and _stock(fresh_demo, "HOODIE-GRY-L") == 12
+    assert [(e["step"], e["status"]) for e in r.events if e["type"] == "compensated"] == [("reserve", "ok")]
+
+
+def test_create_order_failing_at_confirm_refunds_and_says_so(engine, fresh_demo):
+    r, payments, orders = _order_failing(engine, fresh_demo, ["orders.create"])
+    assert "the 98.0 you were charged has been refunded in full" in r.reply
+    assert [(p["amount"], p["status"]) for p in payments] == [(98.0, "refunded")]
+    assert orders == [] and _stock(fresh_demo, "HOODIE-GRY-L") == 12
+    undone = [e["step"] for e in r.events if e["type"] == "compensated" and e["status"] == "ok"]
+    assert undone == ["charge", "reserve"]
+
+
+def test_create_order_payment_without_answer_is_not_claimed_uncharged(fresh_demo):
+    settings = get_settings()
+    with hangup_server() as silent:
+        silent_payments = Engine(
+            settings=settings,
+            resolve=FileResolver([WORKFLOWS]),
+            config_values={**dict.fromkeys(API_NAMES, fresh_demo), "PAYMENTS_API": silent},
+            http=GuardedClient(settings, allow_origins=[fresh_demo, silent]),
+        )
+        r, _, orders = _order_failing(silent_payments, fresh_demo, [])
+    assert "can't be sure" in r.reply and "nothing was charged" not in r.reply
+    assert r.handoffs and "may have gone through" in r.handoffs[0].reason
+    assert _stock(fresh_demo, "HOODIE-GRY-L") == 12 and orders == []
+
+
+def test_create_order_failed_compensation_hands_over_to_a_person(engine, fresh_demo):
+    # The release fails (not the refund): the demo serves every API from one host, and a failing
+    # refund's retries would open that host's circuit breaker for the release too.
+    r, payments, orders = _order_failing(engine, fresh_demo, ["orders.create", "stock.release"])
+    assert "couldn't undo every step" in r.reply and r.handoffs and r.handoffs[0].priority == "high"
+    assert "step confirm failed" in r.handoffs[0].reason and '["reserve"]' in r.handoffs[0].reason
+    assert [p["status"] for p in payments] == ["refunded"] and orders == []  # the refund still ran
+    assert _stock(fresh_demo, "HOODIE-GRY-L") == 10  # still reserved: the person releases it
 
 
 def test_create_order_declined_places_nothing(engine, fresh_demo):

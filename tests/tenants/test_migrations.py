@@ -33,6 +33,8 @@ TABLES = {
     "checkpoints",
     "checkpoint_writes",
     "run_events",
+    "conversations",
+    "turns",
 }
 
 
@@ -69,7 +71,7 @@ def round_trip(url: str, **kw: str) -> Engine:
 def test_round_trip_on_sqlite(tmp_path):
     engine = round_trip(f"sqlite:///{tmp_path}/m.db")
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
     engine.dispose()
 
 
@@ -77,7 +79,7 @@ def test_round_trip_on_sqlite(tmp_path):
 def test_round_trip_on_postgresql():
     with fresh_pg_database() as (owner_url, app_url):
         engine = round_trip(owner_url, app_role=APP_ROLE)
-        assert len(functions(engine)) == 4
+        assert len(functions(engine)) == 5
         db.downgrade(owner_url)
         assert functions(engine) == set()
         db.migrate(owner_url, app_role=APP_ROLE)
@@ -95,7 +97,7 @@ def test_round_trip_on_postgresql():
         engine.dispose()
         app = db.make_engine(app_url, poolclass=sa.pool.NullPool)
         with app.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
         app.dispose()
 
 
@@ -113,7 +115,7 @@ def test_missing_app_role_means_no_grants(caplog):
             ).scalars()
             assert set(grantees) == {OWNER_ROLE}
         assert drift(engine) == []  # the schema and the RLS are there all the same
-        assert len(functions(engine)) == 4
+        assert len(functions(engine)) == 5
         engine.dispose()
     assert "fd_no_such_role does not exist" in caplog.text
 

@@ -38,6 +38,8 @@ ROW_ID = {
     "secrets": "secret_id",
     "workflows": "workflow_id",
     "workflow_versions": "version_id",
+    "conversations": "conversation_id",
+    "turns": "turn_id",
 }
 #: Columns that must differ in a copied row so that only RLS, never a unique key, can refuse it.
 UNIQUE_VALUES: dict[str, Callable[[], Any]] = {
@@ -45,12 +47,14 @@ UNIQUE_VALUES: dict[str, Callable[[], Any]] = {
     "key_hash": lambda: new_id() * 2,
     "slug": lambda: "copy-" + new_id()[:8],
     "number": lambda: 99,
+    "seq": lambda: 99,
 }
 FUNCTIONS = (
     "flowdesk_resolve_api_key",
     "flowdesk_resolve_session",
     "flowdesk_user_memberships",
     "flowdesk_find_invitation",
+    "flowdesk_tenant_plans",
 )
 
 
