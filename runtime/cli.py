@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     from runtime import cli_remote  # server-side commands: migrate, seed, tenants, push/pull/...
 
     cli_remote.register(sub)
+    from runtime import cli_runtime  # worker and queue operations
+
+    cli_runtime.register(sub)
     return p
 
 
