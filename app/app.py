@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import reflex as rx
 
 from app.api import api
@@ -18,3 +20,22 @@ FAVICON = (
 # The FastAPI app wraps Reflex: /api/v1/* and the UI share one process and one port.
 app = rx.App(api_transformer=api, head_components=[rx.el.link(rel="icon", href=FAVICON)])
 register(app)
+
+
+async def embedded_worker() -> None:
+    """With REDIS_URL unset, turns run in a worker thread of this process (DESIGN.md §7).
+
+    Started at boot rather than on the first message, so turns left queued by a restart are
+    re-enqueued (the embedded queue lives in memory) and the first reply pays no model loading.
+    """
+    from core.settings import get_settings
+
+    if get_settings().REDIS_URL:
+        return  # production: `flowdesk worker` processes serve the queue
+    from runtime.worker import ensure_embedded_worker, requeue_orphans
+
+    await asyncio.to_thread(ensure_embedded_worker)
+    await asyncio.to_thread(requeue_orphans)
+
+
+app.register_lifespan_task(embedded_worker)

@@ -33,7 +33,7 @@ from sqlmodel import select
 from core.db import system_session, tenant_plans, tenant_session
 from core.redis import get_redis
 from core.settings import Settings, get_settings
-from runtime import jobs
+from runtime import jobs, retention
 from runtime import service as svc
 from runtime.models import Turn
 
@@ -44,6 +44,8 @@ HEARTBEAT_EVERY_S = 1.0
 REAP_INTERVAL_S = 1.0
 #: The worker's own key in Redis: short, so a dead worker disappears from `rq info` quickly.
 WORKER_TTL_S = 20
+#: Retention (runtime.retention) runs at most this often across ALL workers (a Redis lock).
+RETENTION_INTERVAL_S = 3600.0
 
 
 class TurnWorker(SimpleWorker):
@@ -113,6 +115,10 @@ class TurnWorker(SimpleWorker):
                 reap(self.connection)
             except Exception as exc:
                 log.warning("reaper: %s", exc)
+            try:
+                retention.purge_if_due(self.connection, RETENTION_INTERVAL_S)
+            except Exception as exc:  # e.g. the database away: the next interval tries again
+                log.warning("retention: %s", exc)
 
 
 def reap(redis: Any) -> int:
@@ -183,6 +189,10 @@ def ensure_embedded_worker(settings: Settings | None = None) -> TurnWorker:
             worker = make_worker(settings, name=f"flowdesk-embedded-{uuid.uuid4().hex[:6]}")
             box["worker"] = worker
             ready.set()
+            try:
+                jobs.get_runner()  # preload the engine and router before the first job
+            except Exception as exc:  # e.g. no database yet: the first job will say why
+                log.warning("embedded worker preload failed: %s", exc)
             worker.work(burst=False, with_scheduler=False, logging_level="WARNING")
 
         thread = threading.Thread(target=main, daemon=True, name="flowdesk-embedded-worker")

@@ -332,3 +332,72 @@ def test_chat_needs_the_chat_scope(chat):
         "/conversations", json={"workflow_id": "greeter", "draft": True}, key=api.key_with("chat")
     )
     assert draft.status_code == 403
+
+
+# ---------------------------------------------------------------- a saga through the queue
+
+
+@pytest.fixture
+def demo_api(monkeypatch):
+    """The demo orders/payments API on a free port, named by the settings the worker reads."""
+    from core.settings import get_settings
+    from runtime.demo_api import serve_in_thread
+
+    url, stop = serve_in_thread("127.0.0.1", 0)
+    monkeypatch.setenv("FLOWDESK_DEMO_API_PORT", url.rsplit(":", 1)[1])
+    get_settings.cache_clear()
+    yield url
+    stop()
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("fault", [None, "payments.charge", "orders.create"])
+def test_create_order_saga_runs_and_compensates_through_the_queue(tenant, queue_backend, demo_api, fault):  # noqa: F811
+    import httpx
+
+    from core.settings import ROOT
+
+    api = tenant("Shop")
+    r = api.push((ROOT / "workflows" / "create_order.yaml").read_text())
+    assert r.status_code in (200, 201), r.text
+    assert api.post("/workflows/create_order/publish").status_code == 200
+    cid = start(api, "create_order")
+    assert say(api, cid, "2 hoodies please")["waiting"]
+    assert "Shall I place the order?" in say(api, cid, "kim@example.com")["reply"]
+    if fault:
+        httpx.post(f"{demo_api}/_control", json={"fail": [fault]}).raise_for_status()
+    r = api.post(f"/conversations/{cid}/messages?stream=true", json={"text": "yes"})
+    done = sse(r.text)[-1][1]
+    payments = httpx.get(f"{demo_api}/payments", params={"email": "kim@example.com"}).json()
+    orders = httpx.get(f"{demo_api}/orders", params={"email": "kim@example.com"}).json()
+    trace = api.get(f"/turns/{done['turn_id']}/trace").json()
+    steps = [(e["step"], e["status"]) for e in trace["events"] if e["type"] == "saga_step"]
+    undone = [e["step"] for e in trace["events"] if e["type"] == "compensated"]
+    if fault is None:
+        assert "is placed and 98.0 was charged" in done["reply"]
+        assert len(orders) == 1 and [p["status"] for p in payments] == ["captured"]
+        assert undone == []
+    elif fault == "payments.charge":
+        assert "nothing was charged and nothing was ordered" in done["reply"]
+        assert payments == [] and orders == [] and undone == ["reserve"]
+    else:  # the last step failed: the charge is refunded and the stock released, in reverse order
+        assert "refunded" in done["reply"]
+        assert orders == [] and [p["status"] for p in payments] == ["refunded"]
+        assert undone == ["charge", "reserve"], steps
+
+
+def test_openapi_documents_the_chat_routes(client):
+    paths = client.get("/api/openapi.json").json()["paths"]
+    for path in (
+        "/api/v1/conversations",
+        "/api/v1/conversations/{conversation_id}",
+        "/api/v1/conversations/{conversation_id}/messages",
+        "/api/v1/turns/{turn_id}/stream",
+        "/api/v1/turns/{turn_id}/feedback",
+        "/api/v1/handoffs",
+    ):
+        assert path in paths, path
+    params = {
+        p["name"] for p in paths["/api/v1/conversations/{conversation_id}/messages"]["post"]["parameters"]
+    }
+    assert {"stream", "wait", "Idempotency-Key"} <= params
