@@ -239,7 +239,8 @@ def effect_server() -> Iterator[EffectServer]:
     server.close()
 
 
-def start_worker(pg: PgDatabase, effect_url: str) -> subprocess.Popen[str]:
+def start_worker(pg: PgDatabase, effect_url: str, workers: list[subprocess.Popen[str]]) -> None:
+    """Start ``flowdesk worker`` (registered in ``workers`` at once, so cleanup always reaches it)."""
     env = {
         **os.environ,
         "DATABASE_URL": pg.app_url,
@@ -255,11 +256,16 @@ def start_worker(pg: PgDatabase, effect_url: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    workers.append(proc)
     assert proc.stdout is not None
-    line = proc.stdout.readline()  # printed once the runner is preloaded
-    assert line.startswith("flowdesk worker"), line
+    seen = []
+    for line in proc.stdout:  # log lines may come first; the banner follows the preload
+        seen.append(line)
+        if line.startswith("flowdesk worker"):
+            break
+    else:
+        raise AssertionError(f"the worker exited: {''.join(seen)}")
     threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-    return proc
 
 
 @pytest.mark.slow
@@ -284,13 +290,13 @@ def test_a_turn_whose_worker_is_killed_is_finished_once_by_another(
         tid = make_tenant()
         publish(tid, EFFECT)
         cid = svc.start_conversation(tid, "effect").id
-        workers.append(start_worker(pg_db, effect_server.url))
+        start_worker(pg_db, effect_server.url, workers)
         turn_id = post(tid, cid, "please do it")
         assert effect_server.entered.wait(30), "the worker never reached the side effect"
         os.kill(workers[0].pid, signal.SIGKILL)  # mid-request: the effect happens, the reply does not
         workers[0].wait(10)
         killed_at = time.monotonic()
-        workers.append(start_worker(pg_db, effect_server.url))
+        start_worker(pg_db, effect_server.url, workers)
         turn = eventually(lambda: finished(tid, turn_id), timeout=60)
         recovery_s = time.monotonic() - killed_at
         assert turn.status == svc.DONE and turn.reply == "Effect 1 done.", turn
