@@ -63,6 +63,14 @@ class ReleaseIn(Body):
     close: StrictBool = False
 
 
+async def _subscribe(turn_id: str) -> Subscription:
+    """Listen to a turn's events; Redis unreachable -> 503 before anything is stored."""
+    try:
+        return await Subscription(turn_id).__aenter__()
+    except Exception as exc:
+        raise Unavailable("queue_unavailable", "the message queue is unreachable; retry shortly") from exc
+
+
 def _urls(turn_id: str) -> dict[str, str]:
     return {"turn_url": f"{V1}/turns/{turn_id}", "stream_url": f"{V1}/turns/{turn_id}/stream"}
 
@@ -102,7 +110,7 @@ async def post_message(
     ] = None,
 ) -> Response:
     """Post a message: wait for the reply (200), or 202 after ``wait`` seconds, or stream SSE."""
-    sub = await Subscription(new_id()).__aenter__()
+    sub = await _subscribe(new_id())
     try:
         posted = await run_in_threadpool(
             svc.post_message,
@@ -115,7 +123,7 @@ async def post_message(
         turn = posted.turn
         if turn.id != sub.turn_id:  # an idempotent replay: listen to the turn made the first time
             await sub.__aexit__()
-            sub = await Subscription(turn.id).__aenter__()
+            sub = await _subscribe(turn.id)
         if turn.status == svc.QUEUED:
             try:
                 await run_in_threadpool(jobs.enqueue_turn, p.tenant_id, turn.id, posted.queue)
@@ -206,7 +214,7 @@ def get_turn(turn_id: Id, p: Chatter) -> dict[str, Any]:
 @router.get(f"{V1}/turns/{{turn_id}}/stream", response_model=None)
 async def stream_turn(turn_id: Id, p: Chatter) -> StreamingResponse:
     """SSE: the turn's ``token``/``node``/``route`` events until ``done`` (at once if finished)."""
-    sub = await Subscription(turn_id).__aenter__()
+    sub = await _subscribe(turn_id)
     try:
         await run_in_threadpool(svc.get_turn, p.tenant_id, turn_id)  # 404 for another tenant's turn
     except BaseException:

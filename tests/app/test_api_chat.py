@@ -401,3 +401,21 @@ def test_openapi_documents_the_chat_routes(client):
         p["name"] for p in paths["/api/v1/conversations/{conversation_id}/messages"]["post"]["parameters"]
     }
     assert {"stream", "wait", "Idempotency-Key"} <= params
+
+
+def test_redis_unreachable_is_a_503_and_stores_nothing(tenant, monkeypatch):
+    from core.settings import get_settings
+
+    api = tenant()
+    assert api.push(GREETER).status_code in (200, 201)
+    assert api.post("/workflows/greeter/publish").status_code == 200
+    cid = start(api)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    get_settings.cache_clear()
+    try:
+        r = api.post(f"/conversations/{cid}/messages", json={"text": "hello"})
+    finally:
+        get_settings.cache_clear()
+    assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unavailable"
+    monkeypatch.delenv("REDIS_URL")
+    assert api.get(f"/conversations/{cid}").json()["messages"] == []
