@@ -128,7 +128,11 @@ def reap(redis: Any) -> int:
         return 0
     n = 0
     for name in jobs.queue_names():
-        registry = StartedJobRegistry(name, connection=redis, serializer=JSONSerializer)
+        # The failure callback (on_turn_failure: apology + handoff once retries are exhausted) runs
+        # here, in the reaper thread: RQ's default SIGALRM timeout only works on the main thread.
+        registry = StartedJobRegistry(
+            name, connection=redis, serializer=JSONSerializer, death_penalty_class=TimerDeathPenalty
+        )
         expired = registry.get_expired_job_ids()
         if expired:
             log.warning("reaper: %d abandoned job(s) on %s: %s", len(expired), name, expired)
