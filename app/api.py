@@ -28,7 +28,7 @@ from app.api_deps import require
 from builder import models as bm
 from builder import service as wfs
 from core.db import tenant_session
-from core.errors import NotFound, ServiceError
+from core.errors import Invalid, NotFound, ServiceError
 from tenants import limits, service
 from tenants.models import ApiKey, Membership
 from tenants.principal import Principal
@@ -245,6 +245,46 @@ def export_workflow(slug: str, p: Reader, version: Annotated[int | None, Query(g
     with tenant_session(p.tenant_id) as s:
         text = wfs.export(s, tenant_id=p.tenant_id, slug=slug, number=version)
     return Response(text, media_type="application/yaml")
+
+
+@api.get(f"{V1}/workflows/{{slug}}/tests")
+def get_workflow_tests(slug: str, p: Reader) -> Response:
+    """The workflow's conversation tests (canonical YAML); 404 ``tests_not_found`` when it has none."""
+    with tenant_session(p.tenant_id) as s:
+        text = wfs.get_tests(s, tenant_id=p.tenant_id, slug=slug)
+    if text is None:
+        raise NotFound("tests_not_found", f"workflow '{slug}' has no conversation tests")
+    return Response(text, media_type="application/yaml")
+
+
+@api.put(f"{V1}/workflows/{{slug}}/tests")
+async def put_workflow_tests(slug: str, request: Request, p: Writer) -> dict[str, Any]:
+    """Replace the conversation tests (YAML body, same media types and size limit as a workflow)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in YAML_TYPES:
+        raise ServiceError(
+            "unsupported_media_type", "send the tests as Content-Type: application/yaml", status=415
+        )
+    body = await request.body()  # already size-checked by ApiGuard
+    if not body.strip():
+        raise Invalid("tests_empty", "the tests file is empty; DELETE removes the tests")
+    return await run_in_threadpool(_put_tests, p, slug, body)
+
+
+def _put_tests(p: Principal, slug: str, body: bytes) -> dict[str, Any]:
+    with tenant_session(p.tenant_id) as s:
+        tests = wfs.save_tests(s, tenant_id=p.tenant_id, slug=slug, yaml_text=body, author=p.actor_id)
+        cases = len(tests.cases) if tests else 0
+        service.audit(s, p, p.tenant_id, "workflow.tests", slug, cases=cases)
+    return {"id": slug, "cases": cases}
+
+
+@api.delete(f"{V1}/workflows/{{slug}}/tests", status_code=204)
+def delete_workflow_tests(slug: str, p: Writer) -> Response:
+    with tenant_session(p.tenant_id) as s:
+        wfs.save_tests(s, tenant_id=p.tenant_id, slug=slug, yaml_text=None, author=p.actor_id)
+        service.audit(s, p, p.tenant_id, "workflow.tests", slug, cases=0)
+    return Response(status_code=204)
 
 
 # ---------------------------------------------------------------- members

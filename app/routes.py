@@ -8,7 +8,22 @@ from typing import Any
 
 import reflex as rx
 
-from app.pages import api_keys, invite, login, members, plan, signup, workflows
+from app.pages import (
+    api_keys,
+    chat_test,
+    dead_letters,
+    editor,
+    handoffs,
+    invite,
+    login,
+    members,
+    plan,
+    signup,
+    versions,
+    workflows,
+)
+from app.pages.chat_test_state import ChatTestState
+from app.pages.editor_state import EditorState
 from app.state import State
 
 
@@ -28,12 +43,22 @@ def signed_in(*handlers: Any) -> list[Any]:
 ROUTES: tuple[Route, ...] = (
     Route("/", workflows.page, "Workflows", signed_in(workflows.WorkflowsState.load)),
     Route("/workflows", workflows.page, "Workflows", signed_in(workflows.WorkflowsState.load)),
+    Route("/workflows/[id]/edit", editor.page, "Edit workflow", signed_in(EditorState.load)),
+    Route("/workflows/[id]/versions", versions.page, "Versions", signed_in(versions.VersionsState.load)),
+    Route("/workflows/[id]/test", chat_test.page, "Test chat", signed_in(ChatTestState.load)),
     Route("/login", login.page, "Log in", [login.LoginState.clear, State.redirect_if_logged_in]),
     Route("/signup", signup.page, "Sign up", [signup.SignupState.clear, State.redirect_if_logged_in]),
     Route("/invite", invite.page, "Join your team", invite.InviteState.load),
     Route("/settings/members", members.page, "Members", signed_in(members.MembersState.load)),
     Route("/settings/api-keys", api_keys.page, "API keys", signed_in(api_keys.ApiKeysState.load)),
     Route("/settings/plan", plan.page, "Plan", signed_in(plan.PlanState.load)),
+    Route(
+        "/settings/dead-letters",
+        dead_letters.page,
+        "Failed turns",
+        signed_in(dead_letters.DeadLettersState.load),
+    ),
+    Route("/handoffs", handoffs.page, "Handoffs", signed_in(handoffs.HandoffsState.load)),
 )
 
 

@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Environment variable that points the catalog at another directory (tests, demos).
 DIR_ENV = "FLOWDESK_WORKFLOWS_DIR"
 PATTERN = "*.yaml"
+#: Conversation tests (builder.conversation_tests) may sit beside their workflow: not workflows.
+TESTS_SUFFIX = ".tests.yaml"
 
 
 def workflows_dir() -> Path:
@@ -31,14 +33,18 @@ def workflows_dir() -> Path:
 
 
 def list_workflows(directory: Path | None = None) -> list[dict[str, Any]]:
-    """One row per ``*.yaml`` file, sorted by file name.
+    """One row per ``*.yaml`` file (not ``*.tests.yaml``), sorted by file name.
 
     Each row: ``{id, name, description, nodes, valid, errors, warnings, file}`` where
     ``nodes`` is the node count and ``errors``/``warnings`` are issue lines in the CLI
     format (``file:line:col: CODE message``).
     """
     directory = workflows_dir() if directory is None else directory
-    files = sorted(directory.glob(PATTERN)) if directory.is_dir() else []
+    files = (
+        sorted(p for p in directory.glob(PATTERN) if not p.name.endswith(TESTS_SUFFIX))
+        if directory.is_dir()
+        else []
+    )
 
     loaded: dict[Path, Loaded | list[Issue]] = {}
     for path in files:

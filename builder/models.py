@@ -40,6 +40,8 @@ class StoredWorkflow(SQLModel, TenantOwned, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_by: str | None = Field(default=None, max_length=100)
+    #: The workflow's conversation tests (builder.conversation_tests YAML); publishing replays them.
+    tests_yaml: str | None = Field(default=None, sa_type=Text)
 
 
 class WorkflowVersion(SQLModel, TenantOwned, table=True):

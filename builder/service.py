@@ -14,14 +14,19 @@ isolation does not rest on RLS alone.
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from builder import conversation_tests as ct
 from builder import models as m
 from builder.graph import validate
 from builder.issues import Issue, WorkflowLoadError, has_errors
@@ -268,6 +273,8 @@ def publish(
     current = _version(session, tenant_id, row, row.published_version)
     if current is not None and current.content_hash == row.draft_hash:
         return current  # publishing an unchanged draft is idempotent
+    if row.tests_yaml:
+        check_tests(session, tenant_id=tenant_id, row=row)
     return _new_version(session, tenant_id, row, row.draft_yaml, author)
 
 
@@ -325,3 +332,297 @@ def summary(row: m.StoredWorkflow, issues: list[Issue] | None = None) -> dict[st
     if issues is not None:
         out["issues"] = [i.to_dict() for i in issues]
     return out
+
+
+# ---------------------------------------------------------------- the Workflows and Versions pages
+
+#: What "New workflow" starts from: the smallest graph that validates.
+BLANK_YAML = """\
+version: 1
+id: {slug}
+name: {name}
+nodes:
+  - id: start
+    type: start
+  - id: end
+    type: end
+edges:
+  - {{from: start, to: end}}
+"""
+
+
+def slugify(text: str) -> str:
+    """A workflow id from a display name: ``"Track my order!"`` -> ``track_my_order``."""
+    base = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    if not base or not base[0].isalpha():
+        base = f"workflow_{base}".rstrip("_")
+    return base[:56].rstrip("_")
+
+
+def unique_slug(session: Session, *, tenant_id: str, base: str) -> str:
+    """``base``, or ``base_2``, ``base_3``... : the first id this tenant does not use yet."""
+    base = slugify(base)
+    taken = set(
+        session.exec(
+            select(m.StoredWorkflow.slug).where(
+                m.StoredWorkflow.tenant_id == tenant_id,
+                m.StoredWorkflow.slug.startswith(base),  # type: ignore[attr-defined]
+            )
+        ).all()
+    )
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}_{n}" in taken:
+        n += 1
+    return f"{base}_{n}"
+
+
+def _save_as(
+    session: Session,
+    *,
+    tenant_id: str,
+    wf: Workflow,
+    author: str,
+    on_create: Callable[[], None] | None,
+) -> Draft:
+    """Save ``wf`` as a new workflow (its id must be free): create, template and duplicate."""
+    draft = save_draft(
+        session, tenant_id=tenant_id, yaml_text=dump(wf), author=author, if_match="*", on_create=on_create
+    )
+    if not draft.created:  # the caller picked a free id in this transaction; anything else is a bug
+        raise Conflict("workflow_exists", f"a workflow '{wf.id}' already exists")
+    return draft
+
+
+def create_blank(
+    session: Session,
+    *,
+    tenant_id: str,
+    name: str,
+    author: str,
+    on_create: Callable[[], None] | None = None,
+) -> Draft:
+    """A new draft ``start -> end`` named ``name``; its id is derived from the name (made unique)."""
+    name = " ".join(name.split())
+    if not name:
+        raise Invalid("name_required", "give the workflow a name")
+    if len(name) > 200:
+        raise Invalid("name_too_long", "the name is longer than 200 characters")
+    slug = unique_slug(session, tenant_id=tenant_id, base=name)
+    wf, _ = parse(BLANK_YAML.format(slug=slug, name=json.dumps(name)))
+    return _save_as(session, tenant_id=tenant_id, wf=wf, author=author, on_create=on_create)
+
+
+def create_from_template(
+    session: Session,
+    *,
+    tenant_id: str,
+    template_id: str,
+    author: str,
+    directory: Path | None = None,
+    on_create: Callable[[], None] | None = None,
+) -> Draft:
+    """A new draft from a shipped ``workflows/*.yaml`` file (by its workflow id).
+
+    The template keeps its id when the tenant has none of that name (so subflow references
+    between templates keep working), else gets ``<id>_2``, ``<id>_3``...
+    """
+    from builder import catalog  # the file listing; imported here to keep the module's import cheap
+
+    directory = catalog.workflows_dir() if directory is None else directory
+    row = next((r for r in catalog.list_workflows(directory) if r["id"] == template_id), None)
+    if row is None:
+        raise NotFound("template_not_found", f"no template '{template_id}'")
+    wf, _ = parse((directory / row["file"]).read_bytes(), filename=row["file"])
+    slug = unique_slug(session, tenant_id=tenant_id, base=wf.id)
+    wf = wf.model_copy(update={"id": slug})
+    return _save_as(session, tenant_id=tenant_id, wf=wf, author=author, on_create=on_create)
+
+
+def duplicate(
+    session: Session,
+    *,
+    tenant_id: str,
+    slug: str,
+    author: str,
+    on_create: Callable[[], None] | None = None,
+) -> Draft:
+    """A new draft with the draft of ``slug`` as content: id ``<slug>_copy`` (made unique), name "… (copy)".
+
+    Versions are not copied: the copy starts unpublished.
+    """
+    row = get(session, tenant_id=tenant_id, slug=slug)
+    wf, _ = parse(row.draft_yaml)
+    new_slug = unique_slug(session, tenant_id=tenant_id, base=f"{slug}_copy")
+    wf = wf.model_copy(update={"id": new_slug, "name": f"{wf.name} (copy)"[:200]})
+    return _save_as(session, tenant_id=tenant_id, wf=wf, author=author, on_create=on_create)
+
+
+def import_yaml(
+    session: Session,
+    *,
+    tenant_id: str,
+    yaml_text: str | bytes,
+    author: str,
+    on_create: Callable[[], None] | None = None,
+) -> Draft:
+    """Import a file: a new draft, or the existing draft with the file's ``id`` updated in place.
+
+    Refused (``Invalid``/``TooLarge``, nothing written) when the text does not parse; saved with
+    its issues when only graph rules fail.
+    """
+    draft = save_draft(session, tenant_id=tenant_id, yaml_text=yaml_text, author=author, on_create=on_create)
+    # Report the issues at their lines in the file as given, not in the canonical form stored.
+    draft.issues = located_issues(session, tenant_id=tenant_id, yaml_text=yaml_text)
+    return draft
+
+
+def located_issues(session: Session, *, tenant_id: str, yaml_text: str | bytes) -> list[Issue]:
+    """Load warnings + graph issues of a parseable text, each with the line and column in it."""
+    loaded = load(yaml_text)
+    return loaded.warnings + validate(
+        loaded.workflow, loaded=loaded, resolve_workflow=resolver(session, tenant_id)
+    )
+
+
+def overview(session: Session, *, tenant_id: str) -> list[dict[str, Any]]:
+    """``summary`` of every workflow plus its node, error and warning counts, the first error
+    (``file:line:col: CODE message``, lines of the canonical YAML) and ``draft_changed``."""
+    out = []
+    resolve = resolver(session, tenant_id)
+    versions_q = select(
+        m.WorkflowVersion.workflow_id, m.WorkflowVersion.number, m.WorkflowVersion.content_hash
+    )
+    live = {
+        (w, n): h
+        for w, n, h in session.exec(versions_q.where(m.WorkflowVersion.tenant_id == tenant_id)).all()
+    }
+    for row in list_all(session, tenant_id=tenant_id):
+        item = summary(row)
+        # Published, but the draft has been edited since: the page says "unpublished changes".
+        item["draft_changed"] = bool(row.published_version) and (
+            live.get((row.id, row.published_version)) != row.draft_hash
+        )
+        try:
+            loaded = load(row.draft_yaml)
+        except WorkflowLoadError as e:
+            # Stored before a format change: list it as broken rather than fail the whole page.
+            first = e.issues[0].format(f"{row.slug}.yaml")
+            item.update(errors=len(e.issues), warnings=0, nodes=0, first_issue=first)
+        else:
+            wf = loaded.workflow
+            issues = loaded.warnings + validate(wf, loaded=loaded, resolve_workflow=resolve)
+            errors = [i for i in issues if i.severity == "error"]
+            item.update(
+                errors=len(errors),
+                warnings=len(issues) - len(errors),
+                nodes=len(wf.nodes),
+                first_issue=errors[0].format(f"{row.slug}.yaml") if errors else "",
+            )
+        out.append(item)
+    return out
+
+
+def history(session: Session, *, tenant_id: str, slug: str) -> list[dict[str, Any]]:
+    """Versions newest first: number, author, created, published by/at, ``current`` (the live one)."""
+    row = get(session, tenant_id=tenant_id, slug=slug)
+    return [
+        {
+            "number": v.number,
+            "author": v.author,
+            "created_at": v.created_at,
+            "published_by": v.published_by,
+            "published_at": v.published_at,
+            "current": v.number == row.published_version,
+            "content_hash": v.content_hash,
+        }
+        for v in reversed(versions(session, tenant_id=tenant_id, slug=slug))
+    ]
+
+
+# ---------------------------------------------------------------- conversation tests
+
+
+def get_tests(session: Session, *, tenant_id: str, slug: str) -> str | None:
+    """The workflow's conversation tests (canonical YAML), or None when it has none."""
+    return get(session, tenant_id=tenant_id, slug=slug).tests_yaml
+
+
+def _parse_tests(yaml_text: str | bytes, slug: str) -> ct.TestFile:
+    size = len(yaml_text.encode("utf-8") if isinstance(yaml_text, str) else yaml_text)
+    if size > MAX_YAML_BYTES:
+        raise TooLarge("yaml_too_large", f"the tests file is larger than {MAX_YAML_BYTES} bytes")
+    try:
+        tests = ct.load_tests(yaml_text, filename=f"{slug}.tests.yaml")
+    except WorkflowLoadError as e:
+        first = e.issues[0]
+        raise Invalid(
+            "tests_invalid",
+            f"line {first.line or 1}, column {first.col or 1}: {first.code} {first.message}",
+            issues=[i.to_dict() for i in e.issues],
+        ) from None
+    if tests.workflow != slug:
+        raise Invalid("tests_workflow_mismatch", f"the tests are for {tests.workflow!r}, not {slug!r}")
+    return tests
+
+
+def save_tests(
+    session: Session, *, tenant_id: str, slug: str, yaml_text: str | bytes | None, author: str
+) -> ct.TestFile | None:
+    """Replace the workflow's tests (stored canonical); None or blank text removes them."""
+    row = get(session, tenant_id=tenant_id, slug=slug)
+    tests = None if yaml_text is None or not yaml_text.strip() else _parse_tests(yaml_text, slug)
+    row.tests_yaml = ct.dump_tests(tests) if tests is not None and tests.cases else None
+    row.updated_by = author
+    session.add(row)
+    session.flush()
+    return tests
+
+
+def add_case(session: Session, *, tenant_id: str, slug: str, case: ct.Case, author: str) -> ct.TestFile:
+    """Append ``case`` to the workflow's tests (a case with the same name is replaced)."""
+    row = get(session, tenant_id=tenant_id, slug=slug)
+    current = _parse_tests(row.tests_yaml, slug) if row.tests_yaml else ct.empty(slug)
+    try:
+        tests = ct.add_case(current, case)
+    except ValidationError as e:  # too many cases or turns
+        raise Invalid("tests_invalid", str(e.errors()[0]["msg"])) from None
+    row.tests_yaml = ct.dump_tests(tests)
+    row.updated_by = author
+    session.add(row)
+    session.flush()
+    return tests
+
+
+def check_tests(session: Session, *, tenant_id: str, row: m.StoredWorkflow) -> None:
+    """Replay the draft's conversation tests (offline LLM); ``Conflict('tests_failed')`` on a failure."""
+    from runtime import convtest  # the one place the builder runs the runtime: the publish gate
+
+    wf = load(row.draft_yaml).workflow
+    try:
+        resolve = resolver(session, tenant_id)
+        outcomes = convtest.run_stored(wf, row.tests_yaml or "", resolve, tenant_id=tenant_id)
+    except WorkflowLoadError as e:
+        raise Conflict("tests_invalid", f"the stored tests of '{row.slug}' do not load: {e}") from None
+    failed = convtest.failures(outcomes)
+    if failed:
+        raise Conflict(
+            "tests_failed",
+            f"{sum(not o.passed for o in outcomes)} of {len(outcomes)} conversation test(s) of "
+            f"'{row.slug}' failed; fix the flow or the tests before publishing",
+            failures=failed,
+            issues=[{"code": "TEST_FAILED", "severity": "error", "message": f} for f in failed],
+        )
+
+
+def refresh_validity(session: Session, *, tenant_id: str, slug: str) -> bool:
+    """Validate the draft again and store the answer: ``draft_valid`` is computed at save time, so a
+    draft saved before the subflows it names existed stays marked invalid until re-checked."""
+    row = get(session, tenant_id=tenant_id, slug=slug)
+    valid = not has_errors(issues_of(session, tenant_id=tenant_id, row=row))
+    if valid != row.draft_valid:
+        row.draft_valid = valid
+        session.add(row)
+        session.flush()
+    return valid

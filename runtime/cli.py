@@ -1,4 +1,4 @@
-"""``flowdesk`` command line: validate, fmt, run, route, eval-router, graph.
+"""``flowdesk`` command line: validate, fmt, run, route, eval-router, graph, test.
 
 Local commands take workflow FILES; subflows are resolved by slug among the ``*.yaml``
 files beside the given file (then the shipped ``workflows/``).
@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     from runtime import cli_runtime  # worker and queue operations
 
     cli_runtime.register(sub)
+    from runtime import cli_convtest  # flowdesk test: conversation tests
+
+    cli_convtest.register(sub)
     return p
 
 

@@ -27,11 +27,15 @@ class NavItem:
     icon: str  # a lucide icon name
 
 
-NAV: tuple[NavItem, ...] = (NavItem("Workflows", "/workflows", "workflow"),)
+NAV: tuple[NavItem, ...] = (
+    NavItem("Workflows", "/workflows", "workflow"),
+    NavItem("Handoffs", "/handoffs", "headset"),
+)
 ADMIN_NAV: tuple[NavItem, ...] = (
     NavItem("Members", "/settings/members", "users"),
     NavItem("API keys", "/settings/api-keys", "key-round"),
     NavItem("Plan", "/settings/plan", "gauge"),
+    NavItem("Failed turns", "/settings/dead-letters", "triangle-alert"),
 )
 
 Page = Callable[[], rx.Component]

@@ -71,6 +71,7 @@ def test_rows_sorted_by_file_name_and_only_yaml(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", VALID.format(id="a", name="A"))
     write(tmp_path, "notes.txt", "not a workflow")
     write(tmp_path, "c.yml", VALID.format(id="c", name="C"))
+    write(tmp_path, "a.tests.yaml", "version: 1\nworkflow: a\ncases: []\n")  # its conversation tests
     assert [r["file"] for r in catalog.list_workflows(tmp_path)] == ["a.yaml", "b.yaml"]
 
 

@@ -185,7 +185,7 @@ def test_accounts_journey(served: Served, browser: Browser) -> None:
     # Sign up: the team name is hostile markup + SQL; it must come back as text, inert.
     signup(owner, served.url, XSS_TEAM, "Olive Owner", OWNER, PASSWORD)
     expect(owner).to_have_url(at(served.url, "/workflows"), timeout=LOAD_MS)
-    expect(owner.locator("[data-workflow]").first).to_be_visible(timeout=LOAD_MS)
+    expect(owner.locator("#workflows-page")).to_be_visible(timeout=LOAD_MS)
     open_menu(owner)
     expect(owner.get_by_role("menu")).to_contain_text(XSS_TEAM)
     expect(owner.get_by_test_id("menu-role")).to_have_text("owner")
@@ -300,7 +300,8 @@ def test_accounts_journey(served: Served, browser: Browser) -> None:
 
     # The viewer: no admin nav, and every admin page refuses.
     newbie.goto(served.url + "/workflows")
-    expect(newbie.locator("[data-workflow]").first).to_be_visible(timeout=LOAD_MS)
+    expect(newbie.locator("#workflows-page")).to_be_visible(timeout=LOAD_MS)
+    expect(newbie.locator("#open-create")).to_have_count(0)  # viewers do not create workflows
     expect(newbie.get_by_role("navigation", name="Settings")).to_have_count(0)
     open_menu(newbie)
     expect(newbie.get_by_test_id("menu-role")).to_have_text("viewer")

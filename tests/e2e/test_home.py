@@ -1,4 +1,4 @@
-"""The first page, in a real browser: it lists exactly what ``builder.catalog`` finds.
+"""The first page, in a real browser: a new team is offered exactly what ``builder.catalog`` finds.
 
 The page needs a login, so the app is served on its own fresh database (``serve_app``) and a team
 is signed up once; every test's browser context starts with that session cookie.
@@ -50,11 +50,6 @@ def page(browser: Browser, signed_in: Any) -> Iterator[Page]:
     ctx.close()
 
 
-def _status(row: dict) -> str:
-    n = len(row["errors"])
-    return "Valid" if row["valid"] else f"{n} error" + ("" if n == 1 else "s")
-
-
 @pytest.fixture(scope="module")
 def expected(workflows_dir: Path) -> list[dict]:
     rows = catalog.list_workflows(workflows_dir)
@@ -64,29 +59,27 @@ def expected(workflows_dir: Path) -> list[dict]:
     return rows
 
 
-def test_home_lists_workflows(app_url: str, page: Page, expected: list[dict]) -> None:
+def test_home_offers_the_shipped_workflows_as_templates(
+    app_url: str, page: Page, expected: list[dict]
+) -> None:
+    """A new team has no workflows yet: the page offers exactly what ``builder.catalog`` finds."""
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(app_url + "/")
 
-    rows = page.locator("[data-workflow]")
-    expect(rows).to_have_count(len(expected), timeout=LOAD_TIMEOUT_MS)
+    cards = page.locator("#workflows-empty [data-template]")
+    expect(cards).to_have_count(len(expected), timeout=LOAD_TIMEOUT_MS)
+    expect(page.locator("[data-workflow]")).to_have_count(0)
     for want in expected:
-        row = page.locator(f'[data-workflow="{want["id"]}"]')
-        expect(row.get_by_test_id("wf-name")).to_have_text(want["name"])
-        expect(row.get_by_test_id("wf-nodes")).to_have_text(str(want["nodes"]))
-        expect(row.get_by_test_id("wf-status")).to_have_text(_status(want))
-        if want["description"]:
-            expect(row).to_contain_text(want["description"])
-        if not want["valid"]:
-            expect(row.get_by_test_id("wf-error")).to_have_text(want["errors"][0])
-
-    broken = next(r for r in expected if r["id"] == "zz_broken")
-    assert not broken["valid"]
-    valid = sum(1 for r in expected if r["valid"])
-    expect(page.get_by_test_id("stat-total")).to_have_text(str(len(expected)))
-    expect(page.get_by_test_id("stat-valid")).to_have_text(str(valid))
-    expect(page.get_by_test_id("stat-invalid")).to_have_text(str(len(expected) - valid))
+        card = page.locator(f'#workflows-empty [data-template="{want["id"]}"]')
+        expect(card.get_by_test_id("tpl-name")).to_have_text(want["name"])
+        if want["valid"]:
+            expect(card.get_by_test_id("use-template")).to_be_enabled()
+        else:
+            n = len(want["errors"])
+            expect(card.get_by_test_id("tpl-status")).to_have_text(f"{n} error" + ("" if n == 1 else "s"))
+            expect(card.get_by_test_id("use-template")).to_be_disabled()
+    expect(page.get_by_test_id("stat-total")).to_have_text("0")
     expect(page).to_have_title("Workflows · flowdesk")
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -96,12 +89,12 @@ def test_home_lists_workflows(app_url: str, page: Page, expected: list[dict]) ->
 
 def test_workflows_route_and_nav(app_url: str, page: Page, expected: list[dict]) -> None:
     page.goto(app_url + "/workflows")
-    expect(page.locator("[data-workflow]")).to_have_count(len(expected), timeout=LOAD_TIMEOUT_MS)
+    expect(page.locator("[data-template]")).to_have_count(len(expected), timeout=LOAD_TIMEOUT_MS)
     nav = page.get_by_role("navigation").get_by_role("link", name="Workflows")
     expect(nav).to_have_attribute("aria-current", "page")
     page.locator("#brand").click()
     expect(page).to_have_url(app_url + "/")
-    expect(page.locator("[data-workflow]")).to_have_count(len(expected), timeout=LOAD_TIMEOUT_MS)
+    expect(page.locator("[data-template]")).to_have_count(len(expected), timeout=LOAD_TIMEOUT_MS)
 
 
 def test_api_health_on_the_same_port(app_url: str) -> None:

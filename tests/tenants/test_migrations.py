@@ -71,7 +71,7 @@ def round_trip(url: str, **kw: str) -> Engine:
 def test_round_trip_on_sqlite(tmp_path):
     engine = round_trip(f"sqlite:///{tmp_path}/m.db")
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
     engine.dispose()
 
 
@@ -97,7 +97,7 @@ def test_round_trip_on_postgresql():
         engine.dispose()
         app = db.make_engine(app_url, poolclass=sa.pool.NullPool)
         with app.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
         app.dispose()
 
 
