@@ -63,10 +63,10 @@ class ReleaseIn(Body):
     close: StrictBool = False
 
 
-async def _subscribe(turn_id: str) -> Subscription:
+async def _subscribe(turn_id: str, *, live: bool) -> Subscription:
     """Listen to a turn's events; Redis unreachable -> 503 before anything is stored."""
     try:
-        return await Subscription(turn_id).__aenter__()
+        return await Subscription(turn_id, live=live).__aenter__()
     except Exception as exc:
         raise Unavailable("queue_unavailable", "the message queue is unreachable; retry shortly") from exc
 
@@ -110,7 +110,7 @@ async def post_message(
     ] = None,
 ) -> Response:
     """Post a message: wait for the reply (200), or 202 after ``wait`` seconds, or stream SSE."""
-    sub = await _subscribe(new_id())
+    sub = await _subscribe(new_id(), live=stream)
     try:
         posted = await run_in_threadpool(
             svc.post_message,
@@ -123,10 +123,12 @@ async def post_message(
         turn = posted.turn
         if turn.id != sub.turn_id:  # an idempotent replay: listen to the turn made the first time
             await sub.__aexit__()
-            sub = await _subscribe(turn.id)
+            sub = await _subscribe(turn.id, live=stream)
         if turn.status == svc.QUEUED:
             try:
-                await run_in_threadpool(jobs.enqueue_turn, p.tenant_id, turn.id, posted.queue)
+                await run_in_threadpool(
+                    jobs.enqueue_turn, p.tenant_id, turn.id, posted.queue, None, turn.conversation_id
+                )
             except Exception as exc:
                 raise Unavailable(
                     "queue_unavailable",
@@ -144,7 +146,8 @@ async def post_message(
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     try:
-        out = await _wait_done(sub, p.tenant_id, turn.id, DEFAULT_WAIT_S if wait is None else wait)
+        timeout = DEFAULT_WAIT_S if wait is None else wait
+        out = await _wait_done(sub, p.tenant_id, turn.id, timeout, check_first=not posted.created)
     finally:
         await sub.__aexit__()
     if out is None:
@@ -160,9 +163,10 @@ async def _turn_if_finished(tenant_id: str, turn_id: str) -> dict[str, Any] | No
 
 
 async def _wait_done(
-    sub: Subscription, tenant_id: str, turn_id: str, timeout: float
+    sub: Subscription, tenant_id: str, turn_id: str, timeout: float, *, check_first: bool = True
 ) -> dict[str, Any] | None:
-    if (done := await _turn_if_finished(tenant_id, turn_id)) is not None:
+    # A turn made by this request cannot be done before it was enqueued: no need to look first.
+    if check_first and (done := await _turn_if_finished(tenant_id, turn_id)) is not None:
         return done
     async for event, data in sub.events(time.monotonic() + timeout):
         if event == "done":
@@ -214,7 +218,7 @@ def get_turn(turn_id: Id, p: Chatter) -> dict[str, Any]:
 @router.get(f"{V1}/turns/{{turn_id}}/stream", response_model=None)
 async def stream_turn(turn_id: Id, p: Chatter) -> StreamingResponse:
     """SSE: the turn's ``token``/``node``/``route`` events until ``done`` (at once if finished)."""
-    sub = await _subscribe(turn_id)
+    sub = await _subscribe(turn_id, live=True)
     try:
         await run_in_threadpool(svc.get_turn, p.tenant_id, turn_id)  # 404 for another tenant's turn
     except BaseException:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,9 +52,21 @@ def error_response(status: int, code: str, message: str, **details: Any) -> JSON
 # ---------------------------------------------------------------- authentication and limits
 
 
+#: Seconds a tenant's plan name is remembered for rate limiting (one DB read per request saved;
+#: a plan change reaches the limiter within this time).
+PLAN_CACHE_S = 5.0
+_plan_names: dict[str, tuple[float, str]] = {}
+
+
 def plan_of(p: Principal) -> plans.Plan:
     """The caller's plan (tests replace this to get a small per-minute limit)."""
-    return plans.get_plan(service.tenant_of(p).plan)
+    now = time.monotonic()
+    cached = _plan_names.get(p.tenant_id)
+    if cached is None or now - cached[0] > PLAN_CACHE_S:
+        if len(_plan_names) > 10_000:
+            _plan_names.clear()
+        cached = _plan_names[p.tenant_id] = (now, service.tenant_of(p).plan)
+    return plans.get_plan(cached[1])
 
 
 def limiter() -> RateLimiter:

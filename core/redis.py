@@ -11,7 +11,10 @@ as bytes; callers that want text decode themselves.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
+from typing import Any
 
 import fakeredis
 import redis
@@ -71,20 +74,34 @@ def reset_fake_redis() -> None:
         _fake_client = None
 
 
+_async_clients: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def get_async_redis(settings: Settings | None = None) -> redis.asyncio.Redis:
     """An asyncio client on the same Redis as :func:`get_redis` (the web process's waits and SSE).
 
-    A new client per call (asyncio clients belong to one event loop); for the embedded default it
-    talks to the same ``FakeServer`` as the sync client, so pub/sub crosses between them.
+    One client (one connection pool) per event loop and URL, because asyncio connections belong
+    to the loop that made them; callers must not close it. For the embedded default it talks to
+    the same ``FakeServer`` as the sync client, so pub/sub crosses between them.
     """
     import redis.asyncio
 
     settings = settings or get_settings()
+    loop = asyncio.get_running_loop()
+    per_loop = _async_clients.setdefault(loop, {})
     if settings.REDIS_URL:
-        return redis.asyncio.Redis.from_url(
-            settings.REDIS_URL,
-            decode_responses=False,
-            socket_connect_timeout=_CONNECT_TIMEOUT_S,
-        )
+        client = per_loop.get(settings.REDIS_URL)
+        if client is None:
+            client = redis.asyncio.Redis.from_url(
+                settings.REDIS_URL,
+                decode_responses=False,
+                socket_connect_timeout=_CONNECT_TIMEOUT_S,
+            )
+            per_loop[settings.REDIS_URL] = client
+        return client
     get_redis(settings)  # creates the process's FakeServer if nothing did yet
-    return fakeredis.FakeAsyncRedis(server=_fake_server, decode_responses=False)
+    key = f"fake:{id(_fake_server)}"  # a reset_fake_redis() starts a new server
+    client = per_loop.get(key)
+    if client is None:
+        client = per_loop[key] = fakeredis.FakeAsyncRedis(server=_fake_server, decode_responses=False)
+    return client

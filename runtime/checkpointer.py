@@ -92,6 +92,10 @@ class TurnScope:
     tenant_id: str
     checkpoints: dict[CheckpointKey, dict[str, Any]] = field(default_factory=dict)
     writes: dict[tuple[str, str, str, str, int], dict[str, Any]] = field(default_factory=dict)
+    #: thread id -> its latest stored root checkpoint (None: the thread has none), see prefetch().
+    known: dict[str, Any] = field(default_factory=dict)
+    #: The stored writes of those checkpoints.
+    known_writes: dict[CheckpointKey, list[Any]] = field(default_factory=dict)
 
 
 _SCOPE: ContextVar[TurnScope | None] = ContextVar("flowdesk_checkpoint_scope", default=None)
@@ -138,6 +142,41 @@ class SqlCheckpointer(BaseCheckpointSaver[str]):
         finally:
             _SCOPE.reset(token)
 
+    def prefetch(self, conn: Connection, thread_id: str) -> None:
+        """Load the thread's latest root checkpoint and its writes into the turn scope.
+
+        The worker calls this in the transaction that loads the turn, so the engine's reads of the
+        conversation state (LangGraph reads it 2-3 times a turn) need no transaction of their own.
+        """
+        scope = _SCOPE.get()
+        if scope is None:
+            raise RuntimeError("prefetch() needs a turn scope")
+        c = CHECKPOINTS.c
+        row = conn.execute(
+            self._select()
+            .where(c.thread_id == thread_id, c.checkpoint_ns == "")
+            .order_by(c.checkpoint_id.desc())
+            .limit(1)
+        ).first()
+        scope.known[thread_id] = row
+        if row is not None:
+            scope.known_writes[(thread_id, "", row.checkpoint_id)] = self._stored_writes(
+                conn, thread_id, "", row.checkpoint_id
+            )
+
+    def _local(self, thread_id: str, ns: str, checkpoint_id: str | None) -> tuple[bool, Any]:
+        """(answered, row) from the scope alone, for a prefetched thread's root namespace."""
+        scope = _SCOPE.get()
+        if scope is None or ns != "" or thread_id not in scope.known:
+            return False, None
+        rows = self._buffered(thread_id, "", checkpoint_id)
+        stored = scope.known[thread_id]
+        if stored is not None and checkpoint_id in (None, stored.checkpoint_id):
+            rows.append(stored)
+        if checkpoint_id is not None and not rows:
+            return False, None  # an older checkpoint: ask the database
+        return True, max(rows, key=lambda r: r.checkpoint_id) if rows else None
+
     # ------------------------------------------------------------ plumbing
 
     @contextmanager
@@ -157,17 +196,27 @@ class SqlCheckpointer(BaseCheckpointSaver[str]):
             if t == thread_id and (ns is None or n == ns) and (checkpoint_id is None or c == checkpoint_id)
         ]
 
-    def _writes(self, conn: Connection, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
+    def _stored_writes(self, conn: Connection, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
         w = WRITES.c
-        rows = conn.execute(
-            sa.select(w.task_id, w.channel, w.type, w.value, w.task_path, w.idx).where(
-                w.tenant_id == self.tenant_id,
-                w.thread_id == thread_id,
-                w.checkpoint_ns == ns,
-                w.checkpoint_id == checkpoint_id,
-            )
-        ).all()
+        return list(
+            conn.execute(
+                sa.select(w.task_id, w.channel, w.type, w.value, w.task_path, w.idx).where(
+                    w.tenant_id == self.tenant_id,
+                    w.thread_id == thread_id,
+                    w.checkpoint_ns == ns,
+                    w.checkpoint_id == checkpoint_id,
+                )
+            ).all()
+        )
+
+    def _writes(self, conn: Connection | None, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
+        """The checkpoint's pending writes: stored (``conn``; None = prefetched or new) + buffered."""
         scope = _SCOPE.get()
+        key = (thread_id, ns, checkpoint_id)
+        if conn is not None:
+            rows = self._stored_writes(conn, thread_id, ns, checkpoint_id)
+        else:
+            rows = list(scope.known_writes.get(key, [])) if scope is not None else []
         if scope is not None and scope.writes:
             # Buffered writes of this checkpoint replace stored ones with the same key.
             merged = {(r.task_id, r.idx): r for r in rows}
@@ -178,7 +227,7 @@ class SqlCheckpointer(BaseCheckpointSaver[str]):
         rows.sort(key=lambda r: writes_sort_key(r.task_path, r.task_id, r.idx))
         return [(r.task_id, r.channel, self.serde.loads_typed((r.type, r.value))) for r in rows]
 
-    def _tuple(self, conn: Connection, row: Any) -> CheckpointTuple:
+    def _tuple(self, conn: Connection | None, row: Any) -> CheckpointTuple:
         def cfg(checkpoint_id: str) -> RunnableConfig:
             return {
                 "configurable": {
@@ -221,6 +270,9 @@ class SqlCheckpointer(BaseCheckpointSaver[str]):
         else:
             # Checkpoint ids are uuid6 (time-ordered): the greatest is the latest.
             q = q.order_by(c.checkpoint_id.desc()).limit(1)
+        answered, local = self._local(str(conf["thread_id"]), conf.get("checkpoint_ns", ""), checkpoint_id)
+        if answered:
+            return None if local is None else self._tuple(None, local)
         buffered = self._buffered(str(conf["thread_id"]), conf.get("checkpoint_ns", ""), checkpoint_id)
         with self._conn() as conn:
             row = conn.execute(q).first()

@@ -279,8 +279,12 @@ class GraphCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, wf: Workflow, *, resolve: Resolver | None, checkpointer: Any) -> Any:
-        key = _graph_key(wf, resolve)
+    def get(
+        self, wf: Workflow, *, resolve: Resolver | None, checkpointer: Any, key: str | None = None
+    ) -> Any:
+        """``key``: the caller's own identity of this exact graph (e.g. workflow and subflow
+        version ids), which spares hashing the YAML on every call; by default the content hash."""
+        key = key or _graph_key(wf, resolve)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)

@@ -89,8 +89,8 @@ class Engine:
         self.secrets = dict(secrets or {})
         self.cache = GraphCache(registry=registry)
 
-    def graph(self, wf: Workflow, resolve: Resolver | None = None) -> Any:
-        return self.cache.get(wf, resolve=resolve or self.resolve, checkpointer=self.checkpointer)
+    def graph(self, wf: Workflow, resolve: Resolver | None = None, key: str | None = None) -> Any:
+        return self.cache.get(wf, resolve=resolve or self.resolve, checkpointer=self.checkpointer, key=key)
 
     def run_turn(
         self,
@@ -106,12 +106,13 @@ class Engine:
         resolve: Resolver | None = None,
         secrets: Mapping[str, str] | None = None,
         durability: Durability | None = None,
+        graph_key: str | None = None,
     ) -> TurnResult:
         """One turn. ``durability`` is LangGraph's (None: its default, a checkpoint per step);
         ``resolve``/``secrets`` override the engine's for this turn (one engine serves all tenants).
         """
         turn_id = turn_id or uuid.uuid4().hex
-        graph = self.graph(wf, resolve)
+        graph = self.graph(wf, resolve, graph_key)
         config = {"configurable": {"thread_id": conversation_id}, "recursion_limit": RECURSION_LIMIT}
         handoffs: list[Handoff] = []
         log = EventLog(listeners=[on_event] if on_event else [])

@@ -80,7 +80,11 @@ def job_id(turn_id: str) -> str:
 
 
 def enqueue_turn(
-    tenant_id: str, turn_id: str, priority: str = "default", settings: Settings | None = None
+    tenant_id: str,
+    turn_id: str,
+    priority: str = "default",
+    settings: Settings | None = None,
+    conversation_id: str | None = None,
 ) -> None:
     """Put the turn on its queue (once: a job that exists already is left alone)."""
     settings = settings or get_settings()
@@ -99,6 +103,7 @@ def enqueue_turn(
         "runtime.jobs.run_turn",
         turn_id,
         tenant_id,
+        conversation_id,
         job_id=jid,
         job_timeout=JOB_TIMEOUT_S,
         retry=Retry(max=RETRIES),
@@ -112,9 +117,9 @@ def enqueue_turn(
 # ---------------------------------------------------------------- the job
 
 
-def run_turn(turn_id: str, tenant_id: str) -> dict[str, Any]:
+def run_turn(turn_id: str, tenant_id: str, conversation_id: str | None = None) -> dict[str, Any]:
     """RQ job: answer the turn (and any older queued turn of its conversation)."""
-    return get_runner().run(tenant_id, turn_id)
+    return get_runner().run(tenant_id, turn_id, conversation_id)
 
 
 def on_turn_failure(job: Job, connection: Any, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -259,18 +264,27 @@ class TurnRunner:
         # Versions never change: (tenant, workflow, number) is a permanent cache key.
         return self._parsed((tenant_id, f"{row.id}@{number}"), text)
 
-    def _load(
-        self, s: Any, tenant_id: str, conv: Conversation
-    ) -> tuple[Workflow, dict[str, Workflow | None]]:
-        """The conversation's workflow and every subflow it uses, resolved once at turn start."""
-        row = s.get(StoredWorkflow, conv.workflow_id)
-        if row is None or row.tenant_id != tenant_id:
-            raise LookupError(f"workflow {conv.workflow_slug!r} no longer exists")
+    def _load(self, s: Any, tenant_id: str, conv: Any) -> tuple[Workflow, dict[str, Workflow | None], str]:
+        """The conversation's workflow and every subflow it uses, resolved once at turn start,
+        and the compiled graph's cache key (the ids of exactly those versions).
+
+        A pinned published version found in the cache costs no query; a draft costs one.
+        """
         draft = conv.version is None
-        if draft:
-            wf = self._parsed((tenant_id, f"draft:{row.draft_hash}"), lambda: row.draft_yaml)
-        else:
-            wf = self._published(s, tenant_id, row, cast(int, conv.version))
+        key = [f"{tenant_id}:{conv.workflow_id}@{conv.version}"]
+        wf: Workflow | None = None
+        if not draft:
+            with self._lock:
+                wf = self._workflows.get((tenant_id, f"{conv.workflow_id}@{conv.version}"))
+        if wf is None:
+            row = s.get(StoredWorkflow, conv.workflow_id)
+            if row is None or row.tenant_id != tenant_id:
+                raise LookupError(f"workflow {conv.workflow_slug!r} no longer exists")
+            if draft:
+                wf = self._parsed((tenant_id, f"draft:{row.draft_hash}"), lambda: row.draft_yaml)
+                key = [f"{tenant_id}:draft:{row.draft_hash}"]
+            else:
+                wf = self._published(s, tenant_id, row, cast(int, conv.version))
         if wf is None:
             raise LookupError(f"workflow {conv.workflow_slug!r} cannot be loaded")
         subflows: dict[str, Workflow | None] = {}
@@ -286,80 +300,113 @@ class TurnRunner:
                     sub = self._parsed(
                         (tenant_id, f"draft:{sub_row.draft_hash}"), lambda r=sub_row: r.draft_yaml
                     )
+                    key.append(f"{slug}=draft:{sub_row.draft_hash}")
                 elif sub_row is not None and sub_row.published_version:
                     sub = self._published(s, tenant_id, sub_row, sub_row.published_version)
+                    key.append(f"{slug}={sub_row.id}@{sub_row.published_version}")
+                if sub is None:
+                    key.append(f"{slug}=missing")
                 subflows[slug] = sub
                 if sub is not None:
                     todo.append(sub)
-        return wf, subflows
+        return wf, subflows, "|".join(key)
 
     # ------------------------------------------------------------ running
 
-    def run(self, tenant_id: str, turn_id: str) -> dict[str, Any]:
-        with tenant_session(tenant_id, engine=self.db) as s:
-            turn = s.get(Turn, turn_id)
-            if turn is None or turn.tenant_id != tenant_id:
+    def run(self, tenant_id: str, turn_id: str, conversation_id: str | None = None) -> dict[str, Any]:
+        t = svc.TURNS.c
+        if conversation_id is None:
+            with tenant_session(tenant_id, engine=self.db) as s:
+                row = (
+                    s.connection()
+                    .execute(sa.select(t.conversation_id).where(t.id == turn_id, t.tenant_id == tenant_id))
+                    .first()
+                )
+            if row is None:
                 log.warning("turn %s of tenant %s is gone; nothing to do", turn_id, tenant_id)
                 return {"turn_id": turn_id, "skipped": "missing"}
-            if turn.status != svc.QUEUED:
-                return {"turn_id": turn_id, "skipped": turn.status}
-            cid, seq = turn.conversation_id, turn.seq
+            conversation_id = str(row.conversation_id)
         done: list[str] = []
-        with Lease(self.redis, f"flowdesk:lease:conversation:{cid}"):
-            with tenant_session(tenant_id, engine=self.db) as s:
-                pending = [
-                    t.id
-                    for t in s.exec(
-                        select(Turn)
-                        .where(Turn.conversation_id == cid, Turn.status == svc.QUEUED, Turn.seq <= seq)
-                        .order_by(Turn.seq)  # type: ignore[arg-type]
-                    ).all()
-                ]
-            for tid in pending:
-                self._run_one(tenant_id, tid)
-                done.append(tid)
+        with Lease(self.redis, f"flowdesk:lease:conversation:{conversation_id}"):
+            # Every queued turn of the conversation up to this one, oldest first (see module doc).
+            while (ran := self._run_next(tenant_id, conversation_id, turn_id)) is not None:
+                done.append(ran)
+                if ran == turn_id:
+                    break
+        if not done:
+            return {"turn_id": turn_id, "skipped": "not queued"}
         return {"turn_id": turn_id, "ran": done}
 
-    def _run_one(self, tenant_id: str, turn_id: str) -> None:
-        pub = Publisher(turn_id, self.settings)
-        with tenant_session(tenant_id, engine=self.db) as s:
-            turn = s.get(Turn, turn_id)
-            if turn is None or turn.status != svc.QUEUED:
-                return
-            conv = s.get(Conversation, turn.conversation_id)
-            assert conv is not None
-            if conv.status != svc.ACTIVE:
-                # A human has the conversation (or it is closed): the bot stays silent.
-                self._commit_held(s, turn, pub)
-                return
-            wf, subflows = self._load(s, tenant_id, conv)
-            needs = any(self._needs_secrets.get(id(w), True) for w in (wf, *subflows.values()) if w)
-            secrets = self._secrets(s) if needs else {}
-            text, cid = turn.text, conv.id
+    def _run_next(self, tenant_id: str, cid: str, target_id: str) -> str | None:
+        """Run the conversation's oldest queued turn not newer than ``target_id``; its id, or None.
 
-        def on_event(ev: Event) -> None:
-            if ev.type in ("node_started", "node_finished"):
-                pub.publish("node", {"status": ev.type.removeprefix("node_"), **ev.payload})
-            elif ev.type == "route_decided":
-                pub.publish("route", ev.payload)
-
+        Two transactions: one reads the turn, the conversation and its checkpoint (prefetched into
+        the turn scope), one commits checkpoint + events + reply.
+        """
+        t, c = svc.TURNS.c, svc.CONVERSATIONS.c
         with self.saver.turn(tenant_id) as scope:
+            with tenant_session(tenant_id, engine=self.db) as s:
+                conn = s.connection()
+                target_seq = (
+                    sa.select(t.seq).where(t.id == target_id, t.tenant_id == tenant_id).scalar_subquery()
+                )
+                turn = conn.execute(
+                    sa.select(t.id, t.seq, t.text)
+                    .where(
+                        t.tenant_id == tenant_id,
+                        t.conversation_id == cid,
+                        t.status == svc.QUEUED,
+                        t.seq <= target_seq,
+                    )
+                    .order_by(t.seq)
+                    .limit(1)
+                ).first()
+                if turn is None:
+                    return None
+                conv = conn.execute(
+                    sa.select(c.status, c.workflow_id, c.workflow_slug, c.version).where(
+                        c.id == cid, c.tenant_id == tenant_id
+                    )
+                ).one()
+                pub = Publisher(turn.id, self.settings)
+                if conv.status != svc.ACTIVE:
+                    # A human has the conversation (or it is closed): the bot stays silent.
+                    out = self._commit_held(conn, tenant_id, cid, turn.id)
+                    held = True
+                else:
+                    held = False
+                    wf, subflows, graph_key = self._load(s, tenant_id, conv)
+                    needs = any(self._needs_secrets.get(id(w), True) for w in (wf, *subflows.values()) if w)
+                    secrets = self._secrets(s) if needs else {}
+                    self.saver.prefetch(conn, cid)
+            if held:
+                pub.publish("done", out)
+                return str(turn.id)
+
+            def on_event(ev: Event) -> None:
+                if ev.type in ("node_started", "node_finished"):
+                    pub.publish("node", {"status": ev.type.removeprefix("node_"), **ev.payload})
+                elif ev.type == "route_decided":
+                    pub.publish("route", ev.payload)
+
             result = self.engine.run_turn(
                 wf,
                 cid,
-                text,
+                turn.text,
                 tenant_id=tenant_id,
-                turn_id=turn_id,
-                on_token=lambda tok: pub.publish("token", {"text": tok}),
-                on_event=on_event,
+                turn_id=turn.id,
+                on_token=lambda tok: pub.publish("token", {"text": tok}) if pub.live else None,
+                on_event=on_event if pub.live else None,
                 resolve=subflows.get,
                 secrets=secrets,
                 durability="exit",
+                graph_key=graph_key,
             )
             with tenant_session(tenant_id, engine=self.db) as s:
                 flush(s.connection(), scope)
-                out = self._commit(s, tenant_id, turn_id, cid, result)
+                out = self._commit(s, tenant_id, turn.id, cid, result)
         pub.publish("done", out)
+        return str(turn.id)
 
     @staticmethod
     def _secrets(s: Any) -> dict[str, str]:
@@ -418,21 +465,28 @@ class TurnRunner:
             "handoff": bool(result.handoffs),
         }
 
-    def _commit_held(self, s: Any, turn: Turn, pub: Publisher) -> None:
-        turn.status, turn.held, turn.reply, turn.finished_at = svc.DONE, True, None, utcnow()
-        s.add(turn)
-        s.flush()
+    @staticmethod
+    def _commit_held(conn: Any, tenant_id: str, cid: str, turn_id: str) -> dict[str, Any]:
+        t = svc.TURNS.c
+        now = utcnow()
+        conn.execute(
+            sa.update(svc.TURNS)
+            .where(t.id == turn_id, t.tenant_id == tenant_id, t.status == svc.QUEUED)
+            .values(status=svc.DONE, held=True, reply=None, finished_at=now)
+        )
+        ts = time.time()
         insert_events(
-            s.connection(),
-            turn.tenant_id,
-            turn.conversation_id,
-            turn.id,
+            conn,
+            tenant_id,
+            cid,
+            turn_id,
             [
-                {"type": "turn_started", "held": True, "ts": time.time()},
-                {"type": "turn_finished", "held": True, "waiting": False, "failed": False, "ts": time.time()},
+                {"type": "turn_started", "held": True, "ts": ts},
+                {"type": "turn_finished", "held": True, "waiting": False, "failed": False, "ts": ts},
             ],
         )
-        pub.publish("done", {**svc.turn_out(turn), "handoff": True})
+        row = conn.execute(sa.select(svc.TURNS).where(t.id == turn_id, t.tenant_id == tenant_id)).one()
+        return {**svc.turn_out(Turn(**row._mapping)), "handoff": True}
 
     def fail(self, tenant_id: str, turn_id: str, error: str) -> bool:
         """Retries are exhausted: apologise, hand the conversation to a human, keep the job in the DLQ."""

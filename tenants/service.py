@@ -296,6 +296,12 @@ def logout(token: str) -> None:
 # ---------------------------------------------------------------- API keys and tokens
 
 
+#: ``api_keys.last_used_at`` is written at most this often per key and process: a write on every
+#: request was one of the costliest statements of a chat message.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+_last_touched: dict[str, datetime] = {}
+
+
 def principal_for_bearer(value: str, *, ip: str | None = None) -> Principal:
     """``Authorization: Bearer`` -> principal: an API key (``fd_...``) or a JWT we minted."""
     if not value:
@@ -306,8 +312,13 @@ def principal_for_bearer(value: str, *, ip: str | None = None) -> Principal:
             found = resolve_api_key(s, tokens.hash_key(value))
         if found is None or found.revoked_at is not None or (found.expires_at and found.expires_at <= now):
             raise Unauthorized("invalid_api_key", "the API key is unknown, revoked or expired")
-        with tenant_session(found.tenant_id) as s:
-            s.exec(update(ApiKey).where(ApiKey.id == found.id).values(last_used_at=now))  # type: ignore[call-overload]
+        last = _last_touched.get(found.id)
+        if last is None or now - last >= LAST_USED_RESOLUTION:
+            with tenant_session(found.tenant_id) as s:
+                s.exec(update(ApiKey).where(ApiKey.id == found.id).values(last_used_at=now))  # type: ignore[call-overload]
+            if len(_last_touched) > 10_000:
+                _last_touched.clear()
+            _last_touched[found.id] = now
         return Principal(found.tenant_id, "api_key", found.id, tuple(found.scopes), ip=ip)
     try:
         claims = tokens.verify_access_token(value)

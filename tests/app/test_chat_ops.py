@@ -77,7 +77,7 @@ async def _turn(p: Principal, cid: str, text: str) -> tuple[list[tuple[str, dict
     """What the page's background task does: subscribe, post, enqueue, read events until done."""
     turn_id = new_id()
     seen: list[tuple[str, dict[str, Any]]] = []
-    async with Subscription(turn_id) as sub:
+    async with Subscription(turn_id, live=True) as sub:
         posted = await asyncio.to_thread(ops.post, p, cid, text, turn_id)
         await asyncio.to_thread(ops.enqueue, p, posted)
         async for event, data in sub.events(time.monotonic() + 60):

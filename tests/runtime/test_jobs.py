@@ -165,7 +165,7 @@ def test_a_turn_that_fails_to_commit_leaves_no_trace_and_reruns_cleanly(db, monk
     runner.run(tid, second)
     assert svc.get_turn(tid, second).reply == "Nice to meet you, Ada!"
     # A job for an answered turn is a no-op: nothing runs twice.
-    assert runner.run(tid, second) == {"turn_id": second, "skipped": "done"}
+    assert runner.run(tid, second) == {"turn_id": second, "skipped": "not queued"}
     assert event_types(tid, second).count("turn_finished") == 1
 
 
