@@ -11,8 +11,9 @@ import * as Lucide from "lucide-react";
 import "@xyflow/react/dist/style.css";
 
 const DEFAULT_HANDLE = "default";
-// Readable first: a wide flow opens at a legible zoom, centred, rather than shrunk to fit.
-const FIT = { padding: 0.12, minZoom: 0.55, maxZoom: 1 };
+// Every node in view when a flow opens: a wide fan-out (customer_support's twelve branches)
+// zooms out as far as it must instead of being cut at the edges; a small flow stays at 100 %.
+const FIT = { padding: 0.06, minZoom: 0.2, maxZoom: 1 };
 const GROUP_COLORS = {
   Flow: "#5b5bd6", Messages: "#2b9a66", AI: "#8e4ec6", Data: "#d6740b", Tools: "#0d74ce",
 };

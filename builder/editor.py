@@ -58,6 +58,8 @@ class EditorView:
     etag: str
     issues: list[Issue] = field(default_factory=list)
     published_version: int | None = None
+    #: Published, but the draft differs from the live version ("unpublished changes").
+    draft_changed: bool = False
 
 
 def node_lines(text: str) -> dict[str, int]:
@@ -90,6 +92,7 @@ def open_draft(tenant_id: str, slug: str, *, engine: Engine | None = None) -> Ed
             row.draft_hash,
             with_lines(issues, row.draft_yaml),
             row.published_version,
+            wfs.draft_changed(s, tenant_id=tenant_id, row=row),
         )
 
 
@@ -139,6 +142,7 @@ def save_text(
             row.draft_hash,
             with_lines(draft.issues, row.draft_yaml),
             row.published_version,
+            wfs.draft_changed(s, tenant_id=tenant_id, row=row),
         )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from builder.issues import Issue, WorkflowLoadError, has_errors
 from builder.schema import Workflow
 from builder.yaml_io import content_hash, dump, load
 from core.errors import Conflict, Invalid, NotFound, TooLarge
+
+log = logging.getLogger(__name__)
 
 MAX_YAML_BYTES = 2 * 1024 * 1024
 
@@ -219,6 +222,12 @@ def _version(
             m.WorkflowVersion.number == number,
         )
     ).first()
+
+
+def draft_changed(session: Session, *, tenant_id: str, row: m.StoredWorkflow) -> bool:
+    """Published, and the draft has been edited since (the live version's text differs)."""
+    live = _version(session, tenant_id, row, row.published_version)
+    return live is not None and live.content_hash != row.draft_hash
 
 
 def version(session: Session, *, tenant_id: str, slug: str, number: int) -> m.WorkflowVersion:
@@ -435,9 +444,40 @@ def create_from_template(
     if row is None:
         raise NotFound("template_not_found", f"no template '{template_id}'")
     wf, _ = parse((directory / row["file"]).read_bytes(), filename=row["file"])
+    template = wf.id
     slug = unique_slug(session, tenant_id=tenant_id, base=wf.id)
     wf = wf.model_copy(update={"id": slug})
-    return _save_as(session, tenant_id=tenant_id, wf=wf, author=author, on_create=on_create)
+    draft = _save_as(session, tenant_id=tenant_id, wf=wf, author=author, on_create=on_create)
+    tests = template_tests(directory / row["file"], template=template, slug=slug)
+    if tests is not None:
+        draft.row.tests_yaml = tests
+        session.add(draft.row)
+        session.flush()
+    return draft
+
+
+#: A template's conversation tests: ``<stem>.tests.yaml`` beside it, else in ``tests/`` next to it
+#: (the layout ``flowdesk test`` reads, runtime/convtest.py).
+TESTS_SUFFIX = ".tests.yaml"
+
+
+def template_tests(path: Path, *, template: str, slug: str) -> str | None:
+    """The conversation tests shipped with the template file ``path``, renamed for the new
+    workflow ``slug`` (canonical YAML); None when there are none, or when the file does not load
+    or names another workflow (a broken shipped file must not stop the workflow's creation)."""
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    for candidate in (path.parent / f"{stem}{TESTS_SUFFIX}", path.parent / "tests" / f"{stem}{TESTS_SUFFIX}"):
+        if not candidate.is_file():
+            continue
+        try:
+            tests = ct.load_tests(candidate.read_bytes(), filename=candidate.name)
+        except WorkflowLoadError as e:
+            log.warning("template tests %s not copied: %s", candidate, e.issues[0])
+            return None
+        if tests.workflow != template or not tests.cases:
+            return None
+        return ct.dump_tests(tests.model_copy(update={"workflow": slug}))
+    return None
 
 
 def duplicate(

@@ -130,6 +130,9 @@ def seed_demo(workflow_dir: Path = SHIPPED) -> dict[str, Any] | None:
         for slug in slugs:
             wfs.publish(s, tenant_id=tenant.id, slug=slug, author=user.id)
             published.append(slug)
+        # A draft saved before its subflows existed was stored invalid: check every one again.
+        for slug in slugs:
+            wfs.refresh_validity(s, tenant_id=tenant.id, slug=slug)
         service.audit(s, p, tenant.id, "demo.seed", None, workflows=published)
     return {"tenant_id": tenant.id, "email": DEMO_EMAIL, "api_key": plaintext, "workflows": published}
 

@@ -94,6 +94,7 @@ def toolbar() -> rx.Component:
         rx.link(
             rx.button(rx.icon("pencil", size=15), "Edit", variant="soft", color_scheme="gray"),
             href=f"/workflows/{ChatTestState.slug}/edit",
+            id="edit-link",
         ),
         align="center",
         gap="10px",

@@ -174,7 +174,7 @@ class ChatTestState(State):
 
     async def _run_turn(self, p: Principal, cid: str, text: str, turn_id: str) -> dict[str, Any] | None:
         """Subscribe, post, enqueue, stream; the ``done`` payload (None on timeout)."""
-        async with Subscription(turn_id) as sub:
+        async with Subscription(turn_id, live=True) as sub:
             posted = await run_in_threadpool(ops.post, p, cid, text, turn_id)
             await run_in_threadpool(ops.enqueue, p, posted)
             deadline = time.monotonic() + STREAM_TIMEOUT_S

@@ -51,6 +51,18 @@ def toolbar() -> rx.Component:
                     ),
                     rx.badge("draft", color_scheme="gray", size="1", variant="soft", id="wf-status"),
                 ),
+                rx.cond(
+                    (EditorState.published_version > 0) & EditorState.draft_changed,
+                    rx.tooltip(
+                        rx.text(
+                            "unpublished changes",
+                            size="1",
+                            color=rx.color("amber", 11),
+                            custom_attrs=testid("draft-changed"),
+                        ),
+                        content="The draft differs from the live version: publish to make it live",
+                    ),
+                ),
                 gap="6px",
                 align="center",
             ),
@@ -566,7 +578,7 @@ def issues_panel() -> rx.Component:
             EditorState.issues.length() == 0,
             rx.flex(
                 rx.icon("circle-check", size=22, color=rx.color("green", 9)),
-                rx.text("No issues: this workflow can be published.", size="2"),
+                rx.text("No issues: this workflow can be published.", size="2", text_align="center"),
                 direction="column",
                 align="center",
                 gap="8px",

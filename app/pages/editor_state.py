@@ -67,6 +67,24 @@ class Field:
     error: str = ""
 
 
+def _signature(fields: list[Field]) -> list[tuple[Any, ...]]:
+    """Plain tuples (the state may hand back proxied fields) to tell whether a form changed."""
+    return [
+        (
+            f.name,
+            f.label,
+            f.kind,
+            f.value,
+            f.description,
+            f.required,
+            tuple(f.options),
+            f.placeholder,
+            f.error,
+        )
+        for f in fields
+    ]
+
+
 PALETTE = [
     PaletteItem(**item, first=i == 0) for group in canvas.palette() for i, item in enumerate(group["items"])
 ]
@@ -123,6 +141,7 @@ class EditorState(State):
     status: str = ""
     save_error: str = ""
     published_version: int = 0
+    draft_changed: bool = False
     publish_message: str = ""
     publish_ok: bool = False
     can_undo: bool = False
@@ -182,6 +201,7 @@ class EditorState(State):
         self._yaml, self._etag = view.yaml, view.etag
         self.wf_name = view.name
         self.published_version = view.published_version or 0
+        self.draft_changed = view.draft_changed
         self.issues = [IssueRow.of(i) for i in view.issues]
         self.node_issues = canvas.issues_by_node(view.issues)
         self.yaml_errors = []
@@ -203,9 +223,9 @@ class EditorState(State):
         self.yaml_rev += 1
 
     def _refresh_form(self, wf: Workflow) -> None:
-        self.form_rev += 1
         node = wf.node(self.selected[0]) if len(self.selected) == 1 else None
         if node is None:
+            self.form_rev += 1
             self.form_fields, self.suggestions = [], []
             self.selected_kind = self.selected_title = self.selected_description = ""
             return
@@ -213,7 +233,13 @@ class EditorState(State):
         self.selected_kind = node.type
         self.selected_title = spec.title if spec else node.type
         self.selected_description = canvas._first_sentence(spec.description) if spec else "Unknown node type."
-        self.form_fields = [Field(**dataclasses.asdict(f)) for f in canvas.form_fields(node)]
+        fields = [Field(**dataclasses.asdict(f)) for f in canvas.form_fields(node)]
+        # The inputs are uncontrolled: a new key remounts them with the stored values. Only do
+        # that when those values changed, so a save elsewhere (a drag, a late selection answer)
+        # never wipes what is being typed in the form. A new selection changes the key anyway.
+        if _signature(fields) != _signature(self.form_fields):
+            self.form_rev += 1
+            self.form_fields = fields
         self.suggestions = canvas.upstream_variables(wf, node.id)
 
     def _commit(self, wf: Workflow, *, push_graph: bool, fit: bool = False) -> None:
@@ -369,7 +395,13 @@ class EditorState(State):
         self.tab = "node"
         self._show(
             ops.EditorView(
-                self.slug, self.wf_name, self._yaml, self._etag, self._issues(), self.published_version
+                self.slug,
+                self.wf_name,
+                self._yaml,
+                self._etag,
+                self._issues(),
+                self.published_version,
+                self.draft_changed,
             ),
             push_graph=True,
         )
@@ -458,7 +490,7 @@ class EditorState(State):
             self.publish_ok = False
             self.publish_message = e.message
             return None
-        self.published_version = number
+        self.published_version, self.draft_changed = number, False
         self.publish_ok = True
         self.publish_message = f"Published as version {number}."
         return rx.toast.success(self.publish_message, position="bottom-center")

@@ -547,8 +547,12 @@ def workflow_row(row: rx.Var[WorkflowRow]) -> rx.Component:
             rx.text(
                 row.edited_by,
                 size="2",
-                truncate=True,
-                max_width="180px",
+                max_width="200px",
+                # One line, cut with an ellipsis: an email must not wrap mid-word.
+                white_space="nowrap",
+                overflow="hidden",
+                text_overflow="ellipsis",
+                title=row.edited_by,
                 custom_attrs={"data-testid": "wf-edited-by"},
             ),
             rx.text(row.edited_at, size="1", color=rx.color("gray", 10)),

@@ -73,6 +73,20 @@ def test_graph_issues_carry_the_node_line_and_block_publishing(tenant: tuple[Eng
     assert ops.open_draft(tid, "hello", engine=engine).published_version == 1
 
 
+def test_the_view_says_when_the_draft_differs_from_the_live_version(tenant: tuple[Engine, str]) -> None:
+    engine, tid = tenant
+    assert ops.open_draft(tid, "hello", engine=engine).draft_changed is False  # never published
+    with tenant_session(tid, engine=engine) as s:
+        wfs.publish(s, tenant_id=tid, slug="hello", author="u1")
+    view = ops.open_draft(tid, "hello", engine=engine)
+    assert view.published_version == 1 and view.draft_changed is False
+    wf = load(view.yaml).workflow
+    moved = wf.model_copy(update={"layout": {**wf.layout, "hi": (420, 99)}})
+    assert ops.save(tid, "u1", moved, engine=engine).draft_changed is True
+    assert ops.open_draft(tid, "hello", engine=engine).draft_changed is True
+    assert ops.save(tid, "u1", wf, engine=engine).draft_changed is False  # back to the live text
+
+
 def test_parsed_drafts_are_cached_by_text() -> None:
     text = dump(load(HELLO).workflow)
     assert ops.parsed(text) is ops.parsed(text)

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from builder import catalog
+from builder import conversation_tests as ct
 from builder import service as wfs
 from builder.yaml_io import dump, load
 from core.errors import Invalid, NotFound, TooLarge
@@ -98,6 +99,38 @@ def test_create_from_template_copies_the_shipped_file(tenants: Tenants) -> None:
     assert again.row.draft_yaml == dump(shipped.model_copy(update={"id": "faq_handling_2"}))
     assert d.row.published_version is None
     assert slugs(engine, b) == []  # the other tenant sees nothing
+
+
+def test_create_from_template_copies_its_conversation_tests(tenants: Tenants) -> None:
+    """workflows/tests/track_order.tests.yaml comes along, renamed for the new id when it differs."""
+    engine, a, b = tenants
+    shipped = ct.load_tests((SHIPPED / "tests" / "track_order.tests.yaml").read_bytes())
+    assert shipped.cases
+    with session(engine, a) as s:
+        wfs.create_from_template(s, tenant_id=a, template_id="track_order", author="u1")
+        wfs.create_from_template(s, tenant_id=a, template_id="track_order", author="u1")
+        wfs.create_from_template(s, tenant_id=a, template_id="faq_handling", author="u1")  # has none
+        first = wfs.get_tests(s, tenant_id=a, slug="track_order")
+        second = wfs.get_tests(s, tenant_id=a, slug="track_order_2")
+        assert wfs.get_tests(s, tenant_id=a, slug="faq_handling") is None
+    assert first == ct.dump_tests(shipped)
+    assert second is not None
+    copied = ct.load_tests(second)
+    assert copied.workflow == "track_order_2" and copied.cases == shipped.cases
+    with session(engine, a) as s:  # stored as valid tests of the new workflow: they can be edited
+        wfs.save_tests(s, tenant_id=a, slug="track_order_2", yaml_text=second, author="u1")
+    assert slugs(engine, b) == []
+
+
+def test_template_tests_beside_the_file_broken_or_for_another_workflow(tmp_path: Path) -> None:
+    tests = "version: 1\nworkflow: mine\ncases:\n  - name: hi\n    turns:\n      - user: hi\n"
+    (tmp_path / "mine.tests.yaml").write_text(tests)
+    copied = wfs.template_tests(tmp_path / "mine.yaml", template="mine", slug="mine_2")
+    assert copied is not None and ct.load_tests(copied).workflow == "mine_2"
+    assert wfs.template_tests(tmp_path / "mine.yaml", template="other", slug="other") is None
+    (tmp_path / "mine.tests.yaml").write_text("version: 1\nworkflow: mine\ncases: [\n")
+    assert wfs.template_tests(tmp_path / "mine.yaml", template="mine", slug="mine_2") is None
+    assert wfs.template_tests(tmp_path / "none.yaml", template="none", slug="none") is None
 
 
 @pytest.mark.parametrize("template_id", ["nope", "../workflows/faq_handling", "faq_handling.yaml", ""])

@@ -190,6 +190,24 @@ def drag(page: Page, source: Locator, dx: float, dy: float) -> None:
     page.mouse.up()
 
 
+#: True when every node card lies inside the visible canvas (the initial fit included it).
+ALL_IN_VIEW = """() => {
+  const pane = document.querySelector('#canvas .react-flow');
+  const nodes = [...document.querySelectorAll('#canvas .react-flow__node')];
+  if (!pane || !nodes.length) return false;
+  const p = pane.getBoundingClientRect();
+  return nodes.every((n) => {
+    const r = n.getBoundingClientRect();
+    return r.width > 0 && r.left >= p.left && r.right <= p.right && r.top >= p.top && r.bottom <= p.bottom;
+  });
+}"""
+
+
+def wait_all_in_view(page: Page) -> None:
+    """Wait for the opening fit to show every node (it runs once the cards are measured)."""
+    page.wait_for_function(ALL_IN_VIEW, timeout=10_000)
+
+
 def test_every_shipped_workflow_opens_valid_on_the_canvas(page: Page, app_url: str) -> None:
     for path in SHIPPED:
         wf = load(path.read_text()).workflow
@@ -201,6 +219,7 @@ def test_every_shipped_workflow_opens_valid_on_the_canvas(page: Page, app_url: s
         expect(page.locator("#issue-summary")).to_contain_text("Valid")
         expect(page.locator(".fd-card[data-issue='error']")).to_have_count(0)
         expect(page.locator(".react-flow__minimap")).to_be_visible()
+        wait_all_in_view(page)
         shot(page, wf.id)
     open_editor(page, app_url, "customer_support")
     card(page, "understand").click()

@@ -226,6 +226,7 @@ def test_workflows_journey_and_versions(app: App, page: Page) -> None:
     expect(bad.get_by_test_id("wf-error")).to_contain_text("ghost_edge.yaml:10:5: EDGE_UNKNOWN_NODE")
     expect(bad.get_by_test_id("wf-error")).to_contain_text("ghost")
     expect(page.get_by_test_id("stat-invalid")).to_have_text("1")
+    expect(page.get_by_role("dialog")).to_have_count(0)  # the import dialog's fade-out is over
     shot(page, "workflows_list")
 
     # Versions: nothing yet; publish v1.

@@ -130,6 +130,23 @@ def test_seed_creates_the_demo_tenant_once(db: Engine, capsys):
     assert [t.tenant_name for t in _memberships(owner.user_id)] == ["Demo Shop"]
 
 
+def test_seed_leaves_every_shipped_workflow_valid(db: Engine):
+    """customer_support is saved before the subflows it names: its stored validity is re-checked."""
+    out = cli_remote.seed_demo()
+    assert out is not None
+    with tenant_session(out["tenant_id"]) as s:
+        rows = (
+            s.connection()
+            .execute(
+                sa.text("SELECT slug, draft_valid FROM workflows WHERE tenant_id = :t ORDER BY slug"),
+                {"t": out["tenant_id"]},
+            )
+            .all()
+        )
+    assert sorted(slug for slug, _ in rows) == sorted(p.stem for p in SHIPPED)
+    assert [slug for slug, valid in rows if not valid] == []
+
+
 def _memberships(user_id: str | None) -> list[MembershipLookup]:
     with system_session() as s:
         return user_memberships(s, str(user_id))
