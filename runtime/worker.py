@@ -8,8 +8,10 @@
   lock) hands abandoned jobs back to RQ's own ``StartedJobRegistry.cleanup``: retried while the
   job has retries left, else moved to the failed registry (the DLQ). RQ's stock maintenance does
   the same every 10 minutes only.
-* :func:`requeue_orphans` re-enqueues turns the database says are queued but Redis has no job
-  for (the embedded fakeredis after a restart, or a Redis that lost data).
+* :func:`requeue_orphans` re-enqueues turns the database says are queued but whose job no worker
+  will run: gone (the embedded fakeredis after a restart, a Redis that lost data) or popped by a
+  worker that died before registering it. At worker start, and every ``SWEEP_INTERVAL_S`` in one
+  worker (found by bench/crash.py: RQ itself never recovers that last case).
 * :func:`ensure_embedded_worker`: with ``REDIS_URL`` unset the same worker runs in a daemon
   thread of the web process over the process's fakeredis; the request never runs the turn.
 """
@@ -19,29 +21,32 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from rq import Queue, SimpleWorker
-from rq.exceptions import StopRequested
+from rq.exceptions import NoSuchJobError, StopRequested
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import WorkerStatus
-from sqlmodel import select
 
-from core.db import system_session, tenant_plans, tenant_session
+from core.db import system_session, tenant_plans, tenant_session, utcnow
 from core.redis import get_redis
 from core.settings import Settings, get_settings
 from runtime import jobs, retention
 from runtime import service as svc
-from runtime.models import Turn
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_TTL_S = 5
 HEARTBEAT_EVERY_S = 1.0
 REAP_INTERVAL_S = 1.0
+#: How often one worker looks for queued turns whose job was lost, and how old such a turn must be.
+SWEEP_INTERVAL_S = 5.0
+ORPHAN_AGE_S = 5.0
 #: The worker's own key in Redis: short, so a dead worker disappears from `rq info` quickly.
 WORKER_TTL_S = 20
 #: Retention (runtime.retention) runs at most this often across ALL workers (a Redis lock).
@@ -116,6 +121,10 @@ class TurnWorker(SimpleWorker):
             except Exception as exc:
                 log.warning("reaper: %s", exc)
             try:
+                sweep_orphans(self.connection)
+            except Exception as exc:
+                log.warning("orphan sweep: %s", exc)
+            try:
                 retention.purge_if_due(self.connection, RETENTION_INTERVAL_S)
             except Exception as exc:  # e.g. the database away: the next interval tries again
                 log.warning("retention: %s", exc)
@@ -141,25 +150,59 @@ def reap(redis: Any) -> int:
     return n
 
 
-def requeue_orphans(settings: Settings | None = None) -> int:
-    """Enqueue every queued turn that has no live job (after Redis lost its data)."""
+def _job_lost(redis: Any, jid: str) -> bool:
+    """True when no worker will ever run this job: its hash is gone, or it says ``queued`` but sits
+    in no queue. The second happens when a worker dies between popping the id (BLPOP: with several
+    queues RQ keeps no intermediate list) and registering it as started: a window of a few ms that
+    RQ itself never recovers. A job still starting is re-enqueued too: the copy is a no-op."""
+    try:
+        job = Job.fetch(jid, connection=redis, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return True
+    if job.get_status() != "queued":
+        return False  # started: the reaper's business; failed: the DLQ's; scheduled: RQ's
+    return all(redis.lpos(Queue(name, connection=redis).key, jid) is None for name in jobs.queue_names())
+
+
+def requeue_orphans(settings: Settings | None = None, *, older_than_s: float = 0.0) -> int:
+    """Enqueue every queued turn (older than ``older_than_s``) whose job is lost (see _job_lost):
+    at worker start (Redis may have lost its data) and every SWEEP_INTERVAL_S in one worker."""
     settings = settings or get_settings()
     redis = get_redis(settings)
     from tenants import plans
 
+    t = svc.TURNS.c
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
     n = 0
     with system_session() as s:
         tenants = tenant_plans(s)
     for tid, plan_name in tenants:
         with tenant_session(tid) as s:
-            queued = [t.id for t in s.exec(select(Turn).where(Turn.status == svc.QUEUED)).all()]
-        for turn_id in queued:
-            if not Job.exists(jobs.job_id(turn_id), connection=redis):
-                jobs.enqueue_turn(tid, turn_id, plans.get_plan(plan_name).queue, settings)
+            queued = (
+                s.connection()
+                .execute(
+                    sa.select(t.id, t.conversation_id).where(
+                        t.tenant_id == tid, t.status == svc.QUEUED, t.created_at <= cutoff
+                    )
+                )
+                .all()
+            )
+        for row in queued:
+            jid = jobs.job_id(row.id)
+            if _job_lost(redis, jid):
+                redis.delete(f"rq:job:{jid}")
+                jobs.enqueue_turn(tid, row.id, plans.get_plan(plan_name).queue, settings, row.conversation_id)
                 n += 1
     if n:
-        log.warning("re-enqueued %d queued turn(s) that had no job", n)
+        log.warning("re-enqueued %d queued turn(s) whose job was lost", n)
     return n
+
+
+def sweep_orphans(redis: Any, settings: Settings | None = None) -> int:
+    """The periodic :func:`requeue_orphans`, run by one worker at a time."""
+    if not redis.set("flowdesk:orphan-sweep", b"1", nx=True, px=int(SWEEP_INTERVAL_S * 1000)):
+        return 0
+    return requeue_orphans(settings, older_than_s=ORPHAN_AGE_S)
 
 
 def make_worker(

@@ -318,3 +318,30 @@ def test_a_turn_whose_worker_is_killed_is_finished_once_by_another(
                 w.kill()
         redis.Redis.from_url(QUEUE_REDIS_URL).flushdb()
         get_settings.cache_clear()
+
+
+def test_a_job_popped_by_a_worker_that_died_before_starting_it_is_requeued(db, queue_backend):  # noqa: F811
+    """The few ms between a worker's BLPOP and its started-registry entry: a SIGKILL there leaves a
+    job that says "queued" but sits in no queue. The sweep finds the turn and enqueues it again."""
+    from rq import Queue
+
+    from core.redis import get_redis
+    from runtime import worker
+
+    queue_backend.stop_workers()
+    tid = make_tenant()
+    publish(tid, GREETER)
+    cid = svc.start_conversation(tid, "greeter").id
+    redis = get_redis()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("runtime.worker.ensure_embedded_worker", lambda settings=None: None)
+        turn_id = post(tid, cid, "hello")
+        for name in jobs.queue_names():  # what BLPOP did, before the worker was killed
+            redis.lrem(Queue(name, connection=redis).key, 0, jobs.job_id(turn_id))
+        assert worker.requeue_orphans(older_than_s=60) == 0  # too young to be called lost
+        assert worker.requeue_orphans() == 1
+        assert worker.requeue_orphans() == 0  # queued again: not lost any more
+    queue_backend.start_worker()
+    turn = eventually(lambda: finished(tid, turn_id))
+    assert turn.reply == "What is your name?"
+    assert event_types(tid, turn_id).count("turn_finished") == 1
