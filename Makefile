@@ -20,9 +20,12 @@ setup:
 
 # Migrate the database and (FLOWDESK_ENV=dev only) seed the demo tenant; both idempotent.
 # The demo orders/CRM API runs beside the app and stops with it (Ctrl-C stops both).
+# data/ is kept out of dev hot reload: SQLite's -wal/-shm files change on every query (the
+# embedded worker's sweeps included), and Reflex would restart the backend on each.
 define serve
 	@$(ENV); \
 	python -m runtime.cli migrate && python -m runtime.cli seed || exit 1; \
+	export REFLEX_HOT_RELOAD_EXCLUDE_PATHS="$$PWD/data"; \
 	python -m runtime.demo_api & demo=$$!; \
 	trap 'kill $$demo 2>/dev/null; wait $$demo 2>/dev/null' EXIT; \
 	trap 'exit 130' INT TERM; \
