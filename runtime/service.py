@@ -33,6 +33,7 @@ ACTIVE, WAITING_HUMAN, CLOSED = "active", "waiting_human", "closed"
 
 TURNS: sa.Table = cast(sa.Table, Turn.__table__)
 CONVERSATIONS: sa.Table = cast(sa.Table, Conversation.__table__)
+TENANTS: sa.Table = cast(sa.Table, Tenant.__table__)
 
 
 class TooManyTurns(ServiceError):
@@ -55,13 +56,6 @@ def request_hash(text: str) -> str:
 
 def _month_start(now: datetime) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def _plan(s: Session, tenant_id: str) -> plans.Plan:
-    tenant = s.get(Tenant, tenant_id)
-    if tenant is None:
-        raise NotFound("tenant_not_found", "the team no longer exists")
-    return plans.get_plan(tenant.plan)
 
 
 def _conversation(s: Session, tenant_id: str, conversation_id: str) -> Conversation:
@@ -144,13 +138,23 @@ def post_message(
 def _post(
     tenant_id: str, conversation_id: str, text: str, digest: str, key: str | None, turn_id: str
 ) -> Posted:
-    t = TURNS.c
+    # SQLAlchemy Core, one round trip per step: this runs on every chat message (DESIGN.md §8).
+    t, c, tn = TURNS.c, CONVERSATIONS.c, TENANTS.c
     with tenant_session(tenant_id) as s:
-        conv = _conversation(s, tenant_id, conversation_id)
-        plan = _plan(s, tenant_id)
+        conn = s.connection()
+        conv = conn.execute(
+            sa.select(c.status, tn.plan)
+            .select_from(CONVERSATIONS.join(TENANTS, TENANTS.c.id == c.tenant_id))
+            .where(c.id == conversation_id, c.tenant_id == tenant_id)
+        ).first()
+        if conv is None:
+            raise NotFound("conversation_not_found", f"no conversation {conversation_id!r}")
+        plan = plans.get_plan(conv.plan)
         if key is not None:
-            existing = s.exec(
-                select(Turn).where(Turn.conversation_id == conversation_id, Turn.idempotency_key == key)
+            existing = conn.execute(
+                sa.select(TURNS).where(
+                    t.tenant_id == tenant_id, t.conversation_id == conversation_id, t.idempotency_key == key
+                )
             ).first()
             if existing is not None:
                 if existing.request_hash != digest:
@@ -158,20 +162,16 @@ def _post(
                         "idempotency_key_reused",
                         "this Idempotency-Key was already used for a different message",
                     )
-                return Posted(existing, created=False, queue=plan.queue)
+                return Posted(Turn(**existing._mapping), created=False, queue=plan.queue)
         if conv.status == CLOSED:
             raise Conflict("conversation_closed", "this conversation is closed; start a new one")
         now = utcnow()
-        counts = (
-            s.connection()
-            .execute(
-                sa.select(
-                    sa.func.count().filter(t.created_at >= _month_start(now)),
-                    sa.func.count().filter(t.status == QUEUED),
-                ).where(t.tenant_id == tenant_id)
-            )
-            .one()
-        )
+        counts = conn.execute(
+            sa.select(
+                sa.func.count().filter(t.created_at >= _month_start(now)),
+                sa.func.count().filter(t.status == QUEUED),
+            ).where(t.tenant_id == tenant_id)
+        ).one()
         decision = limits.check_start_turn(plan, limits.Usage(messages_this_month=int(counts[0])))
         if not decision.allowed:
             from tenants.service import check_plan
@@ -184,28 +184,27 @@ def _post(
                 f"allows {plan.concurrent_turns} at once. Retry in a moment.",
                 retry_after_s=1,
             )
-        seq = (
-            s.connection()
-            .execute(
-                sa.update(CONVERSATIONS)
-                .where(CONVERSATIONS.c.id == conv.id, CONVERSATIONS.c.tenant_id == tenant_id)
-                .values(turns=CONVERSATIONS.c.turns + 1, updated_at=now)
-                .returning(CONVERSATIONS.c.turns)
-            )
-            .scalar_one()
-        )
-        turn = Turn(
-            id=turn_id,
-            tenant_id=tenant_id,
-            conversation_id=conv.id,
-            seq=int(seq),
-            idempotency_key=key,
-            request_hash=digest,
-            text=text,
-            created_at=now,
-        )
-        s.add(turn)
-    return Posted(turn, created=True, queue=plan.queue)
+        seq = conn.execute(
+            sa.update(CONVERSATIONS)
+            .where(c.id == conversation_id, c.tenant_id == tenant_id)
+            .values(turns=c.turns + 1, updated_at=now)
+            .returning(c.turns)
+        ).scalar_one()
+        values = {
+            "id": turn_id,
+            "tenant_id": tenant_id,
+            "conversation_id": conversation_id,
+            "seq": int(seq),
+            "idempotency_key": key,
+            "request_hash": digest,
+            "text": text,
+            "status": QUEUED,
+            "waiting": False,
+            "held": False,
+            "created_at": now,
+        }
+        conn.execute(sa.insert(TURNS).values(**values))
+    return Posted(Turn(**values), created=True, queue=plan.queue)
 
 
 def get_turn(tenant_id: str, turn_id: str) -> Turn:
