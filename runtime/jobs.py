@@ -453,15 +453,8 @@ class TurnRunner:
         return {
             "turn_id": turn_id,
             "conversation_id": cid,
-            "status": svc.DONE,
-            "reply": result.reply,
-            "intent": result.intent,
-            "route": result.route,
-            "path": result.path,
-            "usage": result.usage,
-            "waiting": result.waiting,
+            **{k: v for k, v in values.items() if k != "finished_at"},
             "held": False,
-            "error": result.error,
             "handoff": bool(result.handoffs),
         }
 

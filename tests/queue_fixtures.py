@@ -22,6 +22,38 @@ from core.settings import get_settings
 from runtime import jobs, worker
 from tests.conftest import REDIS_URL
 
+#: A two-turn flow: asks a name (a checkpointed interrupt), then greets; the chat tests' workhorse.
+GREETER = """\
+version: 1
+id: greeter
+name: Greeter
+nodes:
+  - id: start
+    type: start
+  - id: ask_name
+    type: extract
+    config:
+      fields:
+        name:
+          description: The user's first name
+          pattern: (?i)(?:i am|name is)\\s+(\\w+)
+          ask: What is your name?
+      use_llm: false
+      ask_first: true
+  - id: hi
+    type: reply
+    config:
+      text: Nice to meet you, {{ name }}!
+  - id: nameless
+    type: reply
+    config:
+      text: No name, no problem.
+edges:
+  - {from: start, to: ask_name}
+  - {from: ask_name, to: hi}
+  - {from: ask_name, to: nameless, when: missing}
+"""
+
 #: A database of its own on the real server: flushed before and after each test.
 QUEUE_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/13"
 

@@ -227,3 +227,35 @@ def user_menu() -> rx.Component:
             min_width="220px",
         ),
     )
+
+
+def workspace(
+    toolbar: rx.Component,
+    panels: list[rx.Component],
+    *,
+    loaded: rx.Var[bool],
+    load_error: rx.Var[str],
+    error_id: str,
+) -> rx.Component:
+    """A full-screen work page (editor, chat test): app header, toolbar, side-by-side panels;
+    a spinner until ``loaded``, a red callout instead when ``load_error`` is set."""
+    body = rx.flex(
+        toolbar,
+        rx.flex(*panels, flex="1", min_height="0", align="stretch"),
+        direction="column",
+        height=f"calc(100vh - {HEADER_HEIGHT})",
+    )
+    return rx.box(
+        header(),
+        rx.cond(
+            load_error != "",
+            rx.center(
+                rx.callout(load_error, icon="circle-alert", color_scheme="red", id=error_id),
+                padding="48px",
+            ),
+            rx.cond(loaded, body, rx.center(rx.spinner(size="3"), padding="64px")),
+        ),
+        height="100vh",
+        overflow="hidden",
+        background_color=rx.color("gray", 2),
+    )

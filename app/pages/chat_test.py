@@ -9,7 +9,7 @@ from __future__ import annotations
 import reflex as rx
 
 from app.components.flow import flow_editor
-from app.components.layout import HEADER_HEIGHT, header
+from app.components.layout import workspace
 from app.pages.chat_test_state import ChatMessage, ChatTestState, NodeRow
 
 TOOLBAR_HEIGHT = "56px"
@@ -567,29 +567,11 @@ def trace_panel() -> rx.Component:
 # ---------------------------------------------------------------- page
 
 
-def body() -> rx.Component:
-    return rx.flex(
-        toolbar(),
-        rx.flex(chat_panel(), canvas_area(), trace_panel(), flex="1", min_height="0", align="stretch"),
-        direction="column",
-        height=f"calc(100vh - {HEADER_HEIGHT})",
-    )
-
-
 def page() -> rx.Component:
-    return rx.box(
-        header(),
-        rx.cond(
-            ChatTestState.load_error != "",
-            rx.center(
-                rx.callout(
-                    ChatTestState.load_error, icon="circle-alert", color_scheme="red", id="chat-load-error"
-                ),
-                padding="48px",
-            ),
-            rx.cond(ChatTestState.loaded, body(), rx.center(rx.spinner(size="3"), padding="64px")),
-        ),
-        height="100vh",
-        overflow="hidden",
-        background_color=rx.color("gray", 2),
+    return workspace(
+        toolbar(),
+        [chat_panel(), canvas_area(), trace_panel()],
+        loaded=ChatTestState.loaded,
+        load_error=ChatTestState.load_error,
+        error_id="chat-load-error",
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import reflex as rx
 
 from app.components.flow import flow_editor
-from app.components.layout import HEADER_HEIGHT, header
+from app.components.layout import workspace
 from app.pages.editor_state import EditorState, Field, IssueRow, PaletteItem
 from nodes import NODE_TYPES
 
@@ -733,40 +733,11 @@ def canvas_area() -> rx.Component:
     )
 
 
-def editor_body() -> rx.Component:
-    return rx.flex(
-        toolbar(),
-        rx.flex(
-            palette(),
-            canvas_area(),
-            side_panel(),
-            flex="1",
-            min_height="0",
-            align="stretch",
-        ),
-        direction="column",
-        height=f"calc(100vh - {HEADER_HEIGHT})",
-    )
-
-
 def page() -> rx.Component:
-    return rx.box(
-        header(),
-        rx.cond(
-            EditorState.load_error != "",
-            rx.center(
-                rx.callout(
-                    EditorState.load_error, icon="circle-alert", color_scheme="red", id="editor-error"
-                ),
-                padding="48px",
-            ),
-            rx.cond(
-                EditorState.loaded,
-                editor_body(),
-                rx.center(rx.spinner(size="3"), padding="64px"),
-            ),
-        ),
-        height="100vh",
-        overflow="hidden",
-        background_color=rx.color("gray", 2),
+    return workspace(
+        toolbar(),
+        [palette(), canvas_area(), side_panel()],
+        loaded=EditorState.loaded,
+        load_error=EditorState.load_error,
+        error_id="editor-error",
     )

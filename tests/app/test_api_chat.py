@@ -16,38 +16,7 @@ from core.db import tenant_session
 from runtime import service as svc
 from runtime.models import Turn
 from tests.app.conftest import Api
-from tests.queue_fixtures import QueueBackend, eventually, queue_backend  # noqa: F401
-
-GREETER = """\
-version: 1
-id: greeter
-name: Greeter
-nodes:
-  - id: start
-    type: start
-  - id: ask_name
-    type: extract
-    config:
-      fields:
-        name:
-          description: The user's first name
-          pattern: (?i)(?:i am|name is)\\s+(\\w+)
-          ask: What is your name?
-      use_llm: false
-      ask_first: true
-  - id: hi
-    type: reply
-    config:
-      text: Nice to meet you, {{ name }}!
-  - id: nameless
-    type: reply
-    config:
-      text: No name, no problem.
-edges:
-  - {from: start, to: ask_name}
-  - {from: ask_name, to: hi}
-  - {from: ask_name, to: nameless, when: missing}
-"""
+from tests.queue_fixtures import GREETER, QueueBackend, eventually, queue_backend  # noqa: F401
 
 TALKER = """\
 version: 1

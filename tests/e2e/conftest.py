@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -195,6 +196,37 @@ def browser() -> Iterator[object]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+@contextlib.contextmanager
+def checked_page(browser: Any, **context: Any) -> Iterator[Any]:
+    """A page in a fresh browser context; the test fails on any uncaught error in the page."""
+    ctx = browser.new_context(**context)
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert errors == [], errors
+
+
+def login_state(browser: Any, base_url: str, email: str, password: str, timeout_ms: int) -> Any:
+    """Log in through the /login form; the storage state (session cookie) to start pages with."""
+    import re
+
+    from playwright.sync_api import expect
+
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(base_url + "/login")
+    expect(page.locator("#login-form")).to_be_visible(timeout=timeout_ms)
+    page.locator("#login-form [name=email]").fill(email)
+    page.locator("#login-form [name=password]").fill(password)
+    page.locator("#login-submit").click()
+    expect(page).to_have_url(re.compile(r".*/workflows/?$"), timeout=timeout_ms)
+    state = ctx.storage_state()
+    ctx.close()
+    return state
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ shipped workflow published); the browser signs in as the demo owner once.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from builder import conversation_tests as ct
 from core.db import migrate
 
-from .conftest import ARTIFACTS, ROOT, _free_port, _reflex_env, _stop, _wait_ready
+from .conftest import ARTIFACTS, ROOT, _free_port, _reflex_env, _stop, _wait_ready, checked_page, login_state
 
 pytestmark = pytest.mark.e2e
 LOAD_MS = 60_000
@@ -69,28 +68,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, workflows_dir: Path) -> Ite
 
 @pytest.fixture(scope="module")
 def signed_in(server: tuple[str, str], browser: Browser) -> Any:
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    page.goto(server[0] + "/login")
-    expect(page.locator("#login-form")).to_be_visible(timeout=LOAD_MS)
-    page.locator("#login-form [name=email]").fill(EMAIL)
-    page.locator("#login-form [name=password]").fill(PASSWORD)
-    page.locator("#login-submit").click()
-    expect(page).to_have_url(re.compile(r".*/workflows/?$"), timeout=LOAD_MS)
-    state = ctx.storage_state()
-    ctx.close()
-    return state
+    return login_state(browser, server[0], EMAIL, PASSWORD, LOAD_MS)
 
 
 @pytest.fixture
 def page(browser: Browser, signed_in: Any) -> Iterator[Page]:
-    ctx = browser.new_context(viewport={"width": 1440, "height": 900}, storage_state=signed_in)
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    ctx.close()
-    assert errors == [], errors
+    with checked_page(browser, viewport={"width": 1440, "height": 900}, storage_state=signed_in) as pg:
+        yield pg
 
 
 def shot(page: Page, name: str) -> None:

@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from builder.yaml_io import load
 from core.db import migrate
 
-from .conftest import ARTIFACTS, ROOT, _free_port, _reflex_env, _stop, _wait_ready
+from .conftest import ARTIFACTS, ROOT, _free_port, _reflex_env, _stop, _wait_ready, checked_page, login_state
 
 pytestmark = pytest.mark.e2e
 LOAD_MS = 60_000
@@ -116,28 +116,13 @@ def app_url(tmp_path_factory: pytest.TempPathFactory, workflows_dir: Path) -> It
 
 @pytest.fixture(scope="module")
 def signed_in(app_url: str, browser: Browser) -> Any:
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    page.goto(app_url + "/login")
-    expect(page.locator("#login-form")).to_be_visible(timeout=LOAD_MS)
-    page.locator("#login-form [name=email]").fill(EMAIL)
-    page.locator("#login-form [name=password]").fill(PASSWORD)
-    page.locator("#login-submit").click()
-    expect(page).to_have_url(re.compile(r".*/workflows/?$"), timeout=LOAD_MS)
-    state = ctx.storage_state()
-    ctx.close()
-    return state
+    return login_state(browser, app_url, EMAIL, PASSWORD, LOAD_MS)
 
 
 @pytest.fixture
 def page(browser: Browser, signed_in: Any) -> Iterator[Page]:
-    ctx = browser.new_context(viewport={"width": 1440, "height": 900}, storage_state=signed_in)
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    ctx.close()
-    assert errors == [], errors
+    with checked_page(browser, viewport={"width": 1440, "height": 900}, storage_state=signed_in) as pg:
+        yield pg
 
 
 def shot(page: Page, name: str) -> None:

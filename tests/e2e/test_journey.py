@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from builder.yaml_io import load
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, checked_page
 from .test_accounts import PASSWORD, at, serve_app, signup
 
 pytestmark = pytest.mark.e2e
@@ -39,13 +39,8 @@ def app_url(workflows_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    ctx = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    ctx.close()
-    assert errors == [], errors
+    with checked_page(browser, viewport={"width": 1440, "height": 900}, accept_downloads=True) as pg:
+        yield pg
 
 
 def shot(page: Page, step: str) -> None:

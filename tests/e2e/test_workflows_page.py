@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, Page, expect
 from builder import catalog
 from builder.yaml_io import dump, load
 
-from .conftest import ARTIFACTS, ROOT
+from .conftest import ARTIFACTS, ROOT, checked_page
 from .test_accounts import PASSWORD, at, login, serve_app, shot, signup
 
 pytestmark = pytest.mark.e2e
@@ -86,15 +86,10 @@ def owner_state(app: App, browser: Browser) -> Any:
 
 @pytest.fixture
 def page(browser: Browser, owner_state: Any) -> Iterator[Page]:
-    ctx = browser.new_context(
-        viewport={"width": 1360, "height": 860}, storage_state=owner_state, accept_downloads=True
-    )
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    ctx.close()
-    assert errors == [], errors
+    with checked_page(
+        browser, viewport={"width": 1360, "height": 860}, storage_state=owner_state, accept_downloads=True
+    ) as pg:
+        yield pg
 
 
 def row(page: Page, slug: str) -> Any:

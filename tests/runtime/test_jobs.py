@@ -32,33 +32,7 @@ from runtime.events import EVENTS
 from runtime.models import CheckpointRow
 from tenants import service as tenants
 from tests.db_fixtures import PgDatabase, db_engine, pg_db, pg_engine, sqlite_db, sqlite_engine  # noqa: F401
-from tests.queue_fixtures import QUEUE_REDIS_URL, QueueBackend, eventually, queue_backend  # noqa: F401
-
-GREETER = """\
-version: 1
-id: greeter
-name: Greeter
-nodes:
-  - id: start
-    type: start
-  - id: ask_name
-    type: extract
-    config:
-      fields:
-        name:
-          description: The user's first name
-          pattern: (?i)(?:i am|name is)\\s+(\\w+)
-          ask: What is your name?
-      use_llm: false
-      ask_first: true
-  - id: hi
-    type: reply
-    config:
-      text: Nice to meet you, {{ name }}!
-edges:
-  - {from: start, to: ask_name}
-  - {from: ask_name, to: hi}
-"""
+from tests.queue_fixtures import GREETER, QUEUE_REDIS_URL, QueueBackend, eventually, queue_backend  # noqa: F401
 
 EFFECT = """\
 version: 1
